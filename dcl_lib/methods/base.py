@@ -1,0 +1,116 @@
+"""The scikit-learn contract shared by every clustering estimator.
+
+``__init__`` only stores arguments; ``fit(X)`` validates, trains and returns
+``self``; fitted attributes end in ``_``; ``random_state`` is stored as given
+and turned into generators inside ``fit``.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClusterMixin
+
+from ..train import get_device
+
+__all__ = ["ClusterEstimator", "FitResult", "MethodSpec", "as_tensor", "check_n_clusters",
+           "seed_from"]
+
+
+@dataclass
+class FitResult:
+    """What a method's runner ``fit`` function returns."""
+
+    labels: np.ndarray
+    state: dict[str, Any] | None = None  # tensors to checkpoint, or None
+    history: dict[str, list] = field(default_factory=dict)
+    extra_metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """How the runner calls a method.
+
+    ``config`` is a dataclass with a ``for_profile(profile)`` classmethod;
+    ``fit(data, cfg, seed, device)`` returns a :class:`FitResult`.
+    """
+
+    config: type
+    fit: Callable[..., FitResult]
+    description: str
+
+
+def as_tensor(X, *, dtype: torch.dtype | None = None, device=None, ndim: tuple[int, ...] = (2,),
+              name: str = "X") -> torch.Tensor:
+    """Validate ``X`` (numpy array or tensor) and return it as a tensor.
+
+    Raises ``ValueError`` for a wrong number of dimensions, an empty array,
+    non-numeric values, or NaN/inf.
+    """
+    if isinstance(X, torch.Tensor):
+        t = X.detach()
+    else:
+        try:
+            arr = np.asarray(X)
+        except Exception as exc:  # ragged lists and the like
+            raise ValueError(f"{name} could not be converted to an array: {exc}") from exc
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.dim() not in ndim:
+        want = " or ".join(f"{d}-D" for d in ndim)
+        hint = " (reshape a single sample with X.reshape(1, -1))" if t.dim() == 1 else ""
+        raise ValueError(f"{name} must be {want}, got shape {tuple(t.shape)}{hint}")
+    if t.shape[0] == 0 or t.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(t.shape)}): need at least one sample")
+    if not t.is_floating_point():
+        t = t.to(torch.float32 if dtype is None else dtype)
+    if dtype is not None:
+        t = t.to(dtype)
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} contains NaN or inf; clean or impute the data first")
+    return t.to(device) if device is not None else t
+
+
+def check_n_clusters(n_clusters, n_samples: int | None = None) -> int:
+    """``n_clusters`` must be a positive integer no larger than the sample count."""
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, numbers.Integral) or n_clusters < 1:
+        raise ValueError(f"n_clusters must be a positive integer, got {n_clusters!r}")
+    if n_samples is not None and n_clusters > n_samples:
+        raise ValueError(
+            f"n_clusters={n_clusters} is larger than the number of samples ({n_samples}); "
+            f"use fewer clusters or more data"
+        )
+    return int(n_clusters)
+
+
+def seed_from(random_state) -> int:
+    """An integer seed from ``random_state`` (None -> fresh entropy)."""
+    if random_state is None:
+        return int(np.random.SeedSequence().generate_state(1)[0])
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(0, 2**31 - 1))
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(0, 2**31 - 1))
+    if isinstance(random_state, numbers.Integral) and random_state >= 0:
+        return int(random_state)
+    raise ValueError(f"random_state must be None, a non-negative int or a numpy generator, "
+                     f"got {random_state!r}")
+
+
+class ClusterEstimator(ClusterMixin, BaseEstimator):
+    """Base class: device handling and ``fit_predict`` for clustering estimators."""
+
+    def _device(self) -> torch.device:
+        return get_device(getattr(self, "device", None))
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "labels_"):
+            raise ValueError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
+
+    def fit_predict(self, X, y=None, **kw):
+        """Fit on ``X`` and return ``labels_`` (``y`` is ignored)."""
+        return self.fit(X, y, **kw).labels_

@@ -1,0 +1,181 @@
+"""Training utilities shared by every method.
+
+device choice, seeding, the two profiles, progress bars, atomic checkpoints
+with exact resume, and a guard against non-finite losses.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+__all__ = [
+    "PROFILES",
+    "NonFiniteLossError",
+    "check_finite",
+    "device_name",
+    "get_device",
+    "load_checkpoint",
+    "progress",
+    "resolve_profile",
+    "rng_state",
+    "save_checkpoint",
+    "seed_everything",
+    "set_rng_state",
+]
+
+PROFILES = ("quick", "full")
+
+
+def resolve_profile(profile: str | None = None) -> str:
+    """``quick`` (CPU, a subset, minutes) or ``full`` (paper scale, GPU).
+
+    ``None`` reads ``$DCL_PROFILE`` and falls back to ``quick``.
+    """
+    if profile is None:
+        profile = os.environ.get("DCL_PROFILE", "quick")
+    p = str(profile).strip().lower()
+    if p not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r} "
+                         f"(check the --profile flag or DCL_PROFILE)")
+    return p
+
+
+def get_device(device: str | torch.device | None = None) -> torch.device:
+    """The device to use: the one asked for, else CUDA when available, else CPU."""
+    if device is not None:
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available")
+        return dev
+    env = os.environ.get("DCL_DEVICE")
+    if env:
+        return get_device(env)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def device_name(device: torch.device) -> str:
+    """Human-readable device name for results files."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch (CPU and CUDA); return a torch Generator.
+
+    Also asks cuDNN for deterministic kernels.  On CPU the same seed then
+    gives the same result; on GPU some kernels stay non-deterministic.
+    """
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = "",
+             disable: bool | None = None, **kw):
+    """A tqdm progress bar; ``DCL_PROGRESS=0`` turns all of them off."""
+    from tqdm.auto import tqdm
+
+    if disable is None:
+        disable = os.environ.get("DCL_PROGRESS", "1") == "0"
+    return tqdm(iterable, total=total, desc=desc, disable=disable, leave=False,
+                dynamic_ncols=True, **kw)
+
+
+# ---------------------------------------------------------------------------
+# Non-finite guard
+# ---------------------------------------------------------------------------
+
+class NonFiniteLossError(FloatingPointError):
+    """A training loss became NaN or infinite."""
+
+
+def check_finite(value: torch.Tensor | float, name: str, step: int,
+                 hint: str = "lower the learning rate or check the input scaling") -> None:
+    """Stop training as soon as a loss is NaN/inf, saying which, when and what to try."""
+    v = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+    if not math.isfinite(v):
+        raise NonFiniteLossError(
+            f"loss {name!r} became {v} at step {step}; {hint}."
+        )
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG state needed for an exact resume, in a weights_only-safe form."""
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "python": list(internal),
+        "python_version": version,
+        "python_gauss": gauss_next,
+        "numpy": _numpy_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _numpy_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved."""
+    random.setstate((state["python_version"], tuple(int(v) for v in state["python"]),
+                     state["python_gauss"]))
+    ns = state["numpy"]
+    np.random.set_state((ns["name"], ns["keys"].numpy().astype(np.uint32), ns["pos"],
+                         ns["has_gauss"], ns["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write ``state`` atomically: to a temporary file, then rename.
+
+    A run killed mid-write leaves the previous checkpoint intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"
+                    ) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary code runs)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return torch.load(path, map_location=map_location, weights_only=True)
