@@ -418,7 +418,7 @@ def subset_indices(n: int, size: int | None, seed: int) -> np.ndarray:
 
 def load_dataset(
     name: str,
-    split: str = "train",
+    split: str | None = None,
     subset: int | None = None,
     seed: int = 0,
     download: bool | None = None,
@@ -430,7 +430,8 @@ def load_dataset(
     name : one of ``DATASETS`` (``mnist``, ``fashion-mnist``, ``usps``,
         ``usps-torchvision``, ``digits``, ``cifar10``).
     split : ``train``, ``test`` or ``all`` (the native splits concatenated,
-        train first).  ``digits`` has only ``all``.
+        train first); default ``train`` (``all`` for ``digits``, which has
+        no other).
     subset : if given, a seeded random subset of this many images, drawn
         without looking at labels.
     seed : seed of that subset.
@@ -444,6 +445,7 @@ def load_dataset(
     if key not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
     spec = DATASETS[key]
+    split = split or spec.splits[0]
     allowed = spec.splits if spec.splits == ("all",) else spec.splits + ("all",)
     if split not in allowed:
         raise ValueError(f"dataset {key!r} has splits {list(allowed)}, not {split!r}")

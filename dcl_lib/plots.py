@@ -1,0 +1,104 @@
+"""Figures used across the chapters: image grids, confusion matrices,
+training curves and 2-D latent maps.  Every function draws on a given (or
+new) Axes and returns it, so notebooks end their cells with ``plt.show()``.
+"""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .metrics import aligned_confusion
+
+__all__ = ["image_grid", "show_images", "plot_confusion", "plot_curves", "plot_latent_2d",
+           "images_per_cluster"]
+
+
+def _np(a):
+    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
+def image_grid(x, nrow: int = 10, pad: int = 1) -> np.ndarray:
+    """Tile ``(N, C, H, W)`` images into one ``(H', W')`` or ``(H', W', 3)`` array."""
+    x = _np(x)
+    if x.ndim != 4:
+        raise ValueError(f"images must be (N, C, H, W), got shape {x.shape}")
+    n, c, h, w = x.shape
+    ncol = min(nrow, n)
+    rows = int(np.ceil(n / ncol))
+    grid = np.ones((c, rows * (h + pad) + pad, ncol * (w + pad) + pad), dtype=np.float32)
+    for i in range(n):
+        r, k = divmod(i, ncol)
+        grid[:, pad + r * (h + pad): pad + r * (h + pad) + h,
+             pad + k * (w + pad): pad + k * (w + pad) + w] = x[i]
+    return grid[0] if c == 1 else grid.transpose(1, 2, 0)
+
+
+def show_images(x, nrow: int = 10, title: str | None = None, ax=None):
+    """Show a grid of images in [0, 1]."""
+    ax = ax or plt.subplots(figsize=(nrow * 0.6, max(1, int(np.ceil(len(x) / nrow))) * 0.6))[1]
+    ax.imshow(np.clip(image_grid(x, nrow), 0, 1), cmap="gray_r", vmin=0, vmax=1,
+              interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def images_per_cluster(x, labels, n_clusters: int, per_cluster: int = 10, seed: int = 0):
+    """Up to ``per_cluster`` random images of each cluster, one row per cluster."""
+    x, labels = _np(x), _np(labels)
+    rng = np.random.default_rng(seed)
+    blank = np.zeros_like(x[:1])
+    rows = []
+    for k in range(n_clusters):
+        idx = np.flatnonzero(labels == k)
+        pick = rng.choice(idx, size=min(per_cluster, idx.size), replace=False) if idx.size else []
+        row = [x[i:i + 1] for i in pick] + [blank] * (per_cluster - len(pick))
+        rows.append(np.concatenate(row))
+    return np.concatenate(rows)
+
+
+def plot_confusion(y_true, y_pred, ax=None, title: str | None = None, normalize: bool = True):
+    """The confusion matrix with clusters aligned to classes by the Hungarian matching."""
+    M, order = aligned_confusion(y_true, y_pred)
+    shown = M / M.sum(axis=1, keepdims=True) if normalize else M
+    ax = ax or plt.subplots(figsize=(4.2, 3.8))[1]
+    im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    ax.set_xlabel("cluster (matched order)")
+    ax.set_ylabel("class")
+    ax.set_xticks(range(len(order)), [str(c) for c in order], fontsize=7)
+    ax.set_yticks(range(M.shape[0]), [str(c) for c in np.unique(_np(y_true))], fontsize=7)
+    plt.colorbar(im, ax=ax, fraction=0.046)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_curves(history: dict[str, list], keys: list[str] | None = None, ax=None,
+                xlabel: str = "epoch", logy: bool = False):
+    """Training curves from a history dict of per-epoch scalars."""
+    ax = ax or plt.subplots(figsize=(5, 3))[1]
+    for k in keys or list(history):
+        ax.plot(np.arange(1, len(history[k]) + 1), history[k], label=k)
+    ax.set_xlabel(xlabel)
+    if logy:
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_latent_2d(z2, labels, ax=None, title: str | None = None, s: float = 2.0):
+    """Scatter of 2-D codes coloured by (class or cluster) label."""
+    z2, labels = _np(z2), _np(labels)
+    if z2.ndim != 2 or z2.shape[1] != 2:
+        raise ValueError(f"expected (N, 2) coordinates, got {z2.shape}")
+    ax = ax or plt.subplots(figsize=(4.5, 4.5))[1]
+    sc = ax.scatter(z2[:, 0], z2[:, 1], c=labels, cmap="tab10", s=s, alpha=0.7, linewidths=0)
+    ax.legend(*sc.legend_elements(), fontsize=7, markerscale=0.8, loc="best", ncol=2)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return ax

@@ -1,0 +1,62 @@
+"""The runner and its command line: JSON fields, checkpoints, clear failures."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dcl_lib.runner import run
+from dcl_lib.train import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUIRED = {"method", "dataset", "split", "profile", "seed", "n_samples", "metrics", "wall_time_s",
+            "device", "versions", "git_commit", "config", "checkpoint", "command"}
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "dcl_lib", *args], cwd=cwd, capture_output=True,
+                          text=True, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_run_kmeans_writes_json_and_checkpoint(tmp_path):
+    rec = run("kmeans", "digits", "quick", seed=1, split="all", out_dir=tmp_path)
+    path = tmp_path / "kmeans" / "digits-all-quick-seed1.json"
+    saved = json.loads(path.read_text())
+    assert REQUIRED <= set(saved)
+    assert set(saved["metrics"]) >= {"acc", "nmi", "ari", "purity"}
+    assert saved["n_samples"] == 1797 and saved["seed"] == 1
+    assert saved["versions"]["torch"] == torch.__version__
+    assert saved["metrics"]["acc"] > 0.6  # k-means on 8x8 digits reaches ~0.8
+    ck = load_checkpoint(tmp_path / "kmeans" / saved["checkpoint"])
+    assert ck["cluster_centers"].shape == (10, 64)
+    assert rec["metrics"] == saved["metrics"]
+
+
+def test_same_seed_same_result(tmp_path):
+    a = run("kmeans", "digits", "quick", seed=5, split="all", out_dir=tmp_path / "a")
+    b = run("kmeans", "digits", "quick", seed=5, split="all", out_dir=tmp_path / "b")
+    assert a["metrics"] == b["metrics"]
+
+
+def test_cli_several_seeds(tmp_path):
+    r = _cli("run", "kmeans", "--dataset", "digits", "--split", "all", "--seed", "0", "1",
+             "--out", str(tmp_path), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "kmeans").glob("*.json")) == [
+        "digits-all-quick-seed0.json", "digits-all-quick-seed1.json"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "nosuch"], "unknown method 'nosuch'"),
+    (["run", "kmeans", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["run", "kmeans", "--profile", "medium"], "profile must be one of"),
+    (["run", "kmeans", "--dataset", "digits", "--split", "test"], "has splits ['all'], not 'test'"),
+    (["run", "kmeans", "--dataset", "digits", "--set", "bogus=1"], "unknown config field"),
+])
+def test_cli_bad_requests_fail_and_write_nothing(tmp_path, args, message):
+    r = _cli(*args, "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert r.returncode != 0
+    assert message in r.stderr
+    assert not list(tmp_path.rglob("*.json")) and not list(tmp_path.rglob("*.pt"))
