@@ -30,9 +30,9 @@ __all__ = ["METHODS", "DATA_PROFILES", "run", "git_commit", "check_request"]
 
 
 def _methods() -> dict[str, MethodSpec]:
-    from .methods import kmeans
+    from .methods import gmm, kmeans
 
-    return {"kmeans": kmeans.SPEC}
+    return {"kmeans": kmeans.SPEC, "gmm": gmm.SPEC_GMM, "gmm-ae": gmm.SPEC_GMM_AE}
 
 
 METHODS: dict[str, MethodSpec] = _methods()

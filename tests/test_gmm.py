@@ -1,0 +1,237 @@
+"""EM for Gaussian mixtures: agreement with scikit-learn, EM's properties, ε-EM."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import multivariate_normal
+from sklearn.mixture import GaussianMixture as SKGaussianMixture
+
+import dcl_lib.methods.gmm as gmm_mod
+from dcl_lib.methods.gmm import (ConvergenceWarning, GaussianMixture, cholesky, e_step,
+                                 epsilon_em, hard_em, kl_rows, log_gaussian_full, m_step,
+                                 m_step_decrease_bound, pca_project, perturb_responsibilities)
+
+
+def _mixture(seed, n=3000, d=4, K=3, spread=4.0):
+    rng = np.random.default_rng(seed)
+    X = []
+    for k in range(K):
+        A = rng.normal(size=(d, d))
+        X.append(rng.multivariate_normal(rng.normal(0, spread, d), A @ A.T / d + 0.1 * np.eye(d),
+                                         n // K))
+    return np.concatenate(X)
+
+
+def _start(X, K, seed, covariance_type):
+    rng = np.random.default_rng(seed)
+    w = rng.dirichlet(np.full(K, 5.0))
+    m = X[rng.choice(len(X), K, replace=False)]
+    if covariance_type == "full":
+        C = np.stack([np.cov(X.T) * rng.uniform(0.5, 1.5) for _ in range(K)])
+        P = np.linalg.inv(C)
+    else:
+        C = np.stack([X.var(0) * rng.uniform(0.5, 1.5) for _ in range(K)])
+        P = 1.0 / C
+    return w, m, C, P
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+@pytest.mark.parametrize("seed, d, K", [(0, 2, 3), (1, 5, 4), (2, 8, 6), (3, 3, 2)])
+def test_lower_bound_matches_sklearn(seed, d, K, covariance_type):
+    X = _mixture(seed, d=d, K=K)
+    w, m, C, P = _start(X, K, seed, covariance_type)
+    sk = SKGaussianMixture(K, covariance_type=covariance_type, weights_init=w, means_init=m,
+                           precisions_init=P, tol=1e-3, max_iter=200, reg_covar=1e-6).fit(X)
+    ours = GaussianMixture(K, covariance_type=covariance_type, weights_init=w, means_init=m,
+                           covariances_init=C, tol=1e-3, max_iter=200, reg_covar=1e-6).fit(X)
+    assert ours.n_iter_ == sk.n_iter_
+    assert ours.lower_bound_ == pytest.approx(sk.lower_bound_, rel=1e-6)
+    assert np.allclose(ours.means_, sk.means_, atol=1e-6)
+    assert np.allclose(ours.weights_, sk.weights_, atol=1e-8)
+    assert np.allclose(ours.covariances_, sk.covariances_, atol=1e-6)
+    assert np.array_equal(ours.labels_, sk.predict(X))
+    assert ours.score(X) == pytest.approx(sk.score(X), rel=1e-9)
+
+
+def test_log_density_against_scipy():
+    X = _mixture(4, n=200, d=3, K=2)
+    rng = np.random.default_rng(0)
+    mu = rng.normal(size=(2, 3))
+    A = rng.normal(size=(2, 3, 3))
+    Sigma = A @ A.transpose(0, 2, 1) + 0.5 * np.eye(3)
+    got = log_gaussian_full(torch.tensor(X), torch.tensor(mu), cholesky(torch.tensor(Sigma)))
+    ref = np.stack([multivariate_normal(mu[k], Sigma[k]).logpdf(X) for k in range(2)], 1)
+    assert np.allclose(got.numpy(), ref, atol=1e-10)
+
+
+def test_m_step_matches_numpy():
+    X = _mixture(5, n=500, d=3, K=3)
+    gamma = np.random.default_rng(1).dirichlet(np.ones(3), size=len(X))
+    pi, mu, Sigma = m_step(torch.tensor(X), torch.tensor(gamma), "full", reg_covar=1e-4)
+    Nk = gamma.sum(0)
+    mu_ref = gamma.T @ X / Nk[:, None]
+    S_ref = np.stack([((X - mu_ref[k]).T * gamma[:, k]) @ (X - mu_ref[k]) / Nk[k] + 1e-4 * np.eye(3)
+                      for k in range(3)])
+    assert np.allclose(pi.numpy(), Nk / len(X), atol=1e-12)
+    assert np.allclose(mu.numpy(), mu_ref, atol=1e-10)
+    assert np.allclose(Sigma.numpy(), S_ref, atol=1e-10)
+    _, _, var = m_step(torch.tensor(X), torch.tensor(gamma), "diag", reg_covar=1e-4)
+    assert np.allclose(var.numpy(), np.stack([np.diag(S) for S in S_ref]), atol=1e-10)
+
+
+def test_responsibilities_sum_to_one():
+    X = _mixture(6)
+    gm = GaussianMixture(3, random_state=0).fit(X)
+    P = gm.predict_proba(X)
+    assert P.shape == (len(X), 3)
+    assert np.allclose(P.sum(1), 1.0, atol=1e-12) and (P >= 0).all()
+    assert np.array_equal(P.argmax(1), gm.labels_)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_loglik_never_decreases_beyond_reg_covar_slack(covariance_type):
+    """EM is monotone up to the reg_covar effect, bounded in m_step_decrease_bound."""
+    X = torch.tensor(_mixture(7, n=2000, d=5, K=4))
+    w, m, C, _ = _start(X.numpy(), 4, 7, covariance_type)
+    pi, mu, Sigma = (torch.tensor(a) for a in (w, m, C))
+    reg = 1e-3  # a large floor so that the slack is not vacuous
+    prev = -math.inf
+    for _ in range(40):
+        log_gamma, log_px = e_step(X, torch.log(pi), mu, cholesky(Sigma) if covariance_type == "full"
+                                   else Sigma, covariance_type)
+        ll = float(log_px.sum())
+        assert ll >= prev - slack - 1e-9 * abs(ll) if prev > -math.inf else True
+        gamma = log_gamma.exp()
+        pi, mu, Sigma = m_step(X, gamma, covariance_type, reg)
+        # diag: the same bound with the eigenvalues being the variances
+        slack = (m_step_decrease_bound(X, gamma, Sigma, reg) if covariance_type == "full" else
+                 float((0.5 * gamma.sum(0)[:, None] * (torch.log1p(reg / (Sigma - reg))
+                                                       - reg / Sigma)).sum()))
+        assert slack >= 0
+        prev = ll
+
+
+def test_epsilon_em_inequality_and_kl():
+    X = torch.tensor(_mixture(8, n=1500, d=2, K=3))
+    w, m, C, _ = _start(X.numpy(), 3, 8, "full")
+    start = tuple(torch.tensor(a) for a in (w, m, C))
+    tr = epsilon_em(X, *start, eps=lambda t: 0.05 / t**2, n_iter=30)
+    ll, eps, slack = map(np.array, (tr["loglik"], tr["eps"], tr["reg_slack"]))
+    # the ε-EM inequality: l(theta_{t+1}) >= l(theta_t) - eps_t (per sample)
+    assert np.all(ll[1:] >= ll[:-1] - eps[:-1] - slack[:-1] - 1e-12)
+    assert np.allclose(eps, 0.05 / np.arange(1, 31) ** 2, rtol=1e-6)
+    # s_t = l_t + sum_{u < t} eps_u is non-decreasing (the Lyapunov sequence of the proof)
+    s = ll + np.concatenate([[0.0], np.cumsum(eps)[:-1]])
+    assert np.all(np.diff(s) >= -slack[:-1] - 1e-12)
+
+
+def test_perturbation_hits_requested_kl():
+    log_gamma = torch.log_softmax(torch.randn(100, 4, dtype=torch.float64), 1)
+    for eps in (0.0, 0.1, 3.0):
+        log_q, kl = perturb_responsibilities(log_gamma, eps)
+        assert kl == pytest.approx(eps, abs=1e-9)
+        assert float(kl_rows(log_q, log_gamma).sum()) == pytest.approx(eps, abs=1e-9)
+        assert torch.allclose(log_q.exp().sum(1), torch.ones(100, dtype=torch.float64))
+
+
+def _kde(h):
+    def fit(points):
+        def logpdf(x):
+            d2 = torch.cdist(x, points) ** 2
+            return torch.logsumexp(-d2 / (2 * h * h), 1) - math.log(len(points))
+        return logpdf
+    return fit
+
+
+def _gaussian(points):
+    mu, var = points.mean(0), points.var(0) + 1e-6
+    return lambda x: (-0.5 * ((x - mu) ** 2 / var + torch.log(var))).sum(1)
+
+
+def test_hard_em_with_flexible_components_never_moves():
+    """The seed's argument: a component flexible enough to fit its own points exactly
+    claims every one of them again, so hard EM keeps the initial partition."""
+    X = torch.tensor(_mixture(9, n=600, d=2, K=3))
+    labels0 = torch.randint(0, 3, (600,), generator=torch.Generator().manual_seed(0))
+    frozen, changes = hard_em(X, labels0, _kde(h=1e-3), n_iter=5)
+    assert changes == [0] * 5 and torch.equal(frozen, labels0)
+    moved, changes_g = hard_em(X, labels0, _gaussian, n_iter=5)
+    assert changes_g[0] > 100  # inflexible Gaussians do move the random partition
+
+
+def test_same_seed_same_labels_and_n_init():
+    X = _mixture(10, n=900, d=3, K=3)
+    a = GaussianMixture(3, n_init=3, random_state=1).fit(X)
+    b = GaussianMixture(3, n_init=3, random_state=1).fit(X)
+    assert np.array_equal(a.labels_, b.labels_) and a.lower_bound_ == b.lower_bound_
+    single = GaussianMixture(3, n_init=1, random_state=1).fit(X)
+    assert a.lower_bound_ >= single.lower_bound_ - 1e-12
+
+
+def test_chunking_does_not_change_results(monkeypatch):
+    X = _mixture(11, n=1000, d=3, K=3)
+    ref = GaussianMixture(3, random_state=0).fit(X)
+    monkeypatch.setattr(gmm_mod, "_chunk_size", lambda K, d, budget=0: 37)
+    small = GaussianMixture(3, random_state=0).fit(X)
+    assert small.lower_bound_ == pytest.approx(ref.lower_bound_, rel=1e-12)
+    assert np.array_equal(small.labels_, ref.labels_)
+
+
+def test_convergence_warning():
+    X = _mixture(12)
+    with pytest.warns(ConvergenceWarning, match="did not converge in max_iter=1"):
+        gm = GaussianMixture(3, max_iter=1, random_state=0).fit(X)
+    assert not gm.converged_
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        assert GaussianMixture(3, random_state=0).fit(X).converged_
+
+
+def test_empty_component_is_reseeded():
+    X = _mixture(13, n=600, d=2, K=2)
+    w = np.array([0.5, 0.49, 0.01])
+    m = np.stack([X[0], X[-1], np.array([1e3, 1e3])])  # third component far from everything
+    C = np.stack([np.eye(2)] * 3)
+    gm = GaussianMixture(3, weights_init=w, means_init=m, covariances_init=C,
+                         max_iter=50).fit(X)
+    assert gm.n_reseeded_ >= 1
+    assert np.isfinite(gm.lower_bound_) and np.all(np.isfinite(gm.means_))
+    assert len(np.unique(gm.labels_)) == 3
+
+
+def test_pca_projection_matches_sklearn():
+    from sklearn.decomposition import PCA
+
+    X = _mixture(14, n=400, d=6, K=2)
+    Z, _, _ = pca_project(torch.tensor(X), 3)
+    ref = PCA(3).fit_transform(X)
+    assert np.allclose(np.abs(Z.numpy()), np.abs(ref), atol=1e-8)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(covariance_type="tied"), "covariance_type must be one of"),
+    (dict(init_params="spectral"), "init_params must be"),
+    (dict(reg_covar=-1.0), "reg_covar must be a non-negative number"),
+    (dict(n_init=0), "n_init must be a positive integer"),
+    (dict(weights_init=[0.5, 0.5, 0.0]), "give weights_init, means_init and covariances_init"),
+])
+def test_bad_parameters(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GaussianMixture(3, **kwargs).fit(_mixture(15, n=90))
+
+
+def test_collapsed_covariance_message():
+    X = np.zeros((50, 3))
+    X[:, 0] = np.arange(50)
+    with pytest.raises(ValueError, match="increase reg_covar"):
+        GaussianMixture(2, reg_covar=0.0, random_state=0).fit(X)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_matches_cpu():
+    X = _mixture(16, n=5000, d=6, K=4)
+    cpu = GaussianMixture(4, random_state=0, device="cpu").fit(X)
+    gpu = GaussianMixture(4, random_state=0, device="cuda").fit(X)
+    assert gpu.lower_bound_ == pytest.approx(cpu.lower_bound_, rel=1e-9)
