@@ -11,7 +11,7 @@ import torch
 from .metrics import aligned_confusion
 
 __all__ = ["image_grid", "show_images", "plot_confusion", "plot_curves", "plot_latent_2d",
-           "images_per_cluster"]
+           "images_per_cluster", "plot_gmm_2d"]
 
 
 def _np(a):
@@ -101,4 +101,26 @@ def plot_latent_2d(z2, labels, ax=None, title: str | None = None, s: float = 2.0
     ax.set_yticks([])
     if title:
         ax.set_title(title)
+    return ax
+
+
+def plot_gmm_2d(X, mu, Sigma, labels=None, ax=None, title: str | None = None, n_std: float = 2.0):
+    """2-D data with each Gaussian component drawn as its ``n_std`` ellipse."""
+    from matplotlib.patches import Ellipse
+
+    X, mu, Sigma = _np(X), _np(mu), _np(Sigma)
+    ax = ax or plt.subplots(figsize=(4, 4))[1]
+    ax.scatter(X[:, 0], X[:, 1], c="0.6" if labels is None else _np(labels), cmap="tab10", s=3,
+               alpha=0.5, linewidths=0, vmin=0, vmax=9)
+    for k in range(len(mu)):
+        S = Sigma[k] if Sigma[k].ndim == 2 else np.diag(Sigma[k])
+        evals, evecs = np.linalg.eigh(S)
+        angle = np.degrees(np.arctan2(evecs[1, -1], evecs[0, -1]))
+        w, h = 2 * n_std * np.sqrt(np.maximum(evals[::-1], 0))
+        ax.add_patch(Ellipse(mu[k], w, h, angle=angle, fill=False, lw=1.5, color=f"C{k}"))
+        ax.plot(*mu[k], "k+", ms=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
     return ax
