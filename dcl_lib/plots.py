@@ -110,8 +110,11 @@ def plot_gmm_2d(X, mu, Sigma, labels=None, ax=None, title: str | None = None, n_
 
     X, mu, Sigma = _np(X), _np(mu), _np(Sigma)
     ax = ax or plt.subplots(figsize=(4, 4))[1]
-    ax.scatter(X[:, 0], X[:, 1], c="0.6" if labels is None else _np(labels), cmap="tab10", s=3,
-               alpha=0.5, linewidths=0, vmin=0, vmax=9)
+    if labels is None:
+        ax.scatter(X[:, 0], X[:, 1], c="0.6", s=3, alpha=0.5, linewidths=0)
+    else:
+        ax.scatter(X[:, 0], X[:, 1], c=_np(labels), cmap="tab10", s=3, alpha=0.5, linewidths=0,
+                   vmin=0, vmax=9)
     for k in range(len(mu)):
         S = Sigma[k] if Sigma[k].ndim == 2 else np.diag(Sigma[k])
         evals, evecs = np.linalg.eigh(S)

@@ -91,7 +91,7 @@ def seed_everything(seed: int) -> torch.Generator:
 def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = "",
              disable: bool | None = None, **kw):
     """A tqdm progress bar; ``DCL_PROGRESS=0`` turns all of them off."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # the text bar: works in terminals and notebooks without widgets
 
     if disable is None:
         disable = os.environ.get("DCL_PROGRESS", "1") == "0"

@@ -49,7 +49,7 @@ def train_autoencoder(X: torch.Tensor, cfg: AutoencoderConfig, seed: int = 0,
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     X = X.reshape(len(X), -1).to(device, torch.float32)
-    model = MLPAutoencoder(X.shape[1], cfg.hidden, cfg.latent_dim).to(device)
+    model = MLPAutoencoder(X.shape[1], cfg.hidden, cfg.latent_dim).to(device, torch.float32)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history = {"recon": []}
     step = 0
