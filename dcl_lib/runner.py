@@ -30,9 +30,10 @@ __all__ = ["METHODS", "DATA_PROFILES", "run", "git_commit", "check_request"]
 
 
 def _methods() -> dict[str, MethodSpec]:
-    from .methods import gmm, kmeans
+    from .methods import depict, gmm, kmeans
 
-    return {"kmeans": kmeans.SPEC, "gmm": gmm.SPEC_GMM, "gmm-ae": gmm.SPEC_GMM_AE}
+    return {"kmeans": kmeans.SPEC, "gmm": gmm.SPEC_GMM, "gmm-ae": gmm.SPEC_GMM_AE,
+            "depict": depict.SPEC}
 
 
 METHODS: dict[str, MethodSpec] = _methods()
@@ -113,7 +114,11 @@ def run(method: str, dataset: str = "mnist", profile: str | None = None, seed: i
         if unknown:
             raise ValueError(f"unknown config field(s) for {method}: {sorted(unknown)}")
         cfg = dataclasses.replace(cfg, **overrides)
-    split = split or DATA_PROFILES[profile]["split"]
+    if split is None:
+        split = DATA_PROFILES[profile]["split"]
+        native = DATASETS[dataset].splits
+        if split not in native + ("all",):  # e.g. digits has no "train": use what it has
+            split = native[0]
     if subset == "profile":
         subset = DATA_PROFILES[profile]["subset"]
     dev = get_device(device)

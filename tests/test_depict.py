@@ -1,0 +1,108 @@
+"""DEPICT: targets and objective against independent computations, the network's
+shapes, the two pathways, determinism, runner."""
+import numpy as np
+import pytest
+import torch
+
+from dcl_lib.data import load_dataset
+from dcl_lib.methods.depict import (DEPICT, DepictConfig, DepictNet, depict_objective,
+                                    depict_target, reconstruction_loss)
+from dcl_lib.runner import run
+
+
+def _p(seed=0, n=300, k=6):
+    g = torch.Generator().manual_seed(seed)
+    return torch.softmax(torch.randn(n, k, generator=g, dtype=torch.float64) * 2, 1)
+
+
+def test_targets_against_numpy():
+    P = _p()
+    p = P.numpy()
+    q_sqrt = p / np.sqrt(p.sum(0))
+    q_sqrt /= q_sqrt.sum(1, keepdims=True)
+    q_dec = p ** 2 / p.sum(0)
+    q_dec /= q_dec.sum(1, keepdims=True)
+    assert np.allclose(depict_target(P, "sqrt").numpy(), q_sqrt)
+    assert np.allclose(depict_target(P, "dec").numpy(), q_dec)
+
+
+def test_objective_against_numpy():
+    P, Q = _p(1), _p(2)
+    q, p = Q.numpy(), P.numpy()
+    f = q.mean(0)
+    ref = (q * np.log(q / p)).sum() / len(q) + (f * np.log(f * q.shape[1])).sum()
+    assert float(depict_objective(Q, P)) == pytest.approx(ref, rel=1e-10)
+
+
+def test_closed_form_beats_perturbations():
+    P = _p(3)
+    Q = depict_target(P, "sqrt")
+    base = float(depict_objective(Q, P))
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        noisy = torch.softmax(torch.log(Q) + 0.05 * torch.randn(Q.shape, generator=g, dtype=Q.dtype), 1)
+        assert float(depict_objective(noisy, P)) > base
+    assert base < float(depict_objective(P, P))  # better than Q = P
+
+
+def test_sqrt_target_does_not_sharpen_balanced_predictions():
+    """With balanced cluster frequencies p/sqrt(f) is P itself; p^2/f is sharper."""
+    P = torch.softmax(torch.randn(1000, 4, dtype=torch.float64), 1)
+    P = P[:, torch.randperm(4)]
+    ent = lambda A: float(-(A * A.log()).sum(1).mean())
+    assert ent(depict_target(P, "sqrt")) == pytest.approx(ent(P), abs=0.02)
+    assert ent(depict_target(P, "dec")) < ent(P) - 0.05
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (1, 16, 16), (1, 8, 8)])
+def test_network_shapes_and_pathways(shape):
+    net = DepictNet(shape, 10, channels=8)
+    x = torch.rand(5, *shape) * 2 - 1
+    clean = net.encode(x)
+    assert clean[-1].shape == (5, 10) and float(clean[-1].abs().max()) <= 1
+    recon = net.decode(clean[-1])
+    assert [r.shape for r in recon] == [c.shape for c in clean[:3]]
+    # the clean pathway is deterministic, the corrupted one is not
+    assert torch.equal(net.encode(x)[-1], clean[-1])
+    assert not torch.equal(net.encode(x, corrupt=True)[-1], clean[-1])
+    assert float(reconstruction_loss(clean, recon)) > 0
+
+
+def test_head_initialised_on_normalised_centroids():
+    net = DepictNet((1, 16, 16), 3, channels=4)
+    C = torch.tensor([[3.0, 0, 0], [0, 2.0, 0], [1.0, 1.0, 0]])
+    net.init_head(C)
+    assert torch.allclose(net.head.weight.norm(dim=1), torch.ones(3))
+    assert torch.equal(net.head.bias, torch.zeros(3))
+
+
+def _tiny():
+    return DepictConfig(channels=16, lr=1e-3, batch_size=64, pretrain_epochs=10, warmup_epochs=2,
+                        epochs=2, kmeans_n_init=3)
+
+
+def test_fit_is_deterministic_and_beats_chance():
+    d = load_dataset("digits")
+    a = DEPICT(10, _tiny(), random_state=0).fit(d.x, y_eval=d.y)
+    b = DEPICT(10, _tiny(), random_state=0).fit(d.x)
+    assert np.array_equal(a.labels_, b.labels_)
+    assert a.predict_proba(d.x).shape == (1797, 10)
+    assert set(a.history_["phase"]) == {"pretrain", "warmup", "cluster"}
+    from dcl_lib.metrics import cluster_acc
+    assert cluster_acc(d.y, a.labels_) > 0.3
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="scaled to \\[0, 1\\]"):
+        DEPICT(2, _tiny()).fit(torch.full((10, 1, 16, 16), 255.0))
+    with pytest.raises(ValueError, match="must be 4-D"):
+        DEPICT(2, _tiny()).fit(np.zeros((10, 256)))
+    with pytest.raises(ValueError, match="target must be one of"):
+        depict_target(_p(), "square")
+
+
+def test_runner_depict(tmp_path):
+    rec = run("depict", "digits", "quick", seed=0, out_dir=tmp_path,
+              overrides={"channels": 8, "pretrain_epochs": 2, "warmup_epochs": 1, "epochs": 1})
+    assert rec["checkpoint"] and rec["history"]["phase"][0] == "pretrain"
+    assert "kmeans_init_acc" in rec["metrics"]
