@@ -37,6 +37,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ._io import atomic_path
+
 __all__ = [
     "DATASETS",
     "DataError",
@@ -134,10 +136,7 @@ def mirror_dir() -> Path | None:
 
 def _atomic_copy(src: Path, dst: Path, md5: str) -> None:
     """Copy ``src`` to ``dst`` through a temporary file verified before rename."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dst.name + ".", suffix=".part", dir=dst.parent)
-    os.close(fd)
-    try:
+    with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
         got = md5sum(tmp)
         if got != md5:
@@ -145,10 +144,6 @@ def _atomic_copy(src: Path, dst: Path, md5: str) -> None:
                 f"{src} has md5 {got}, expected {md5}: the file is corrupted or "
                 f"not the original archive. Replace it with the original file."
             )
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _download(res: Resource, dst: Path) -> None:
@@ -220,15 +215,8 @@ def _extracted(archive: Path, opener: Callable, suffix: str) -> Path:
     out = archive.with_name(archive.name[: -len(suffix)])
     if out.exists():
         return out
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".part", dir=out.parent)
-    os.close(fd)
-    try:
-        with opener(archive, "rb") as f_in, open(tmp, "wb") as f_out:
-            shutil.copyfileobj(f_in, f_out)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(out) as tmp, opener(archive, "rb") as f_in, open(tmp, "wb") as f_out:
+        shutil.copyfileobj(f_in, f_out)
     return out
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from ._io import atomic_path
 from .data import DATASETS, ImageData, load_dataset
 from .methods.base import MethodSpec
 from .metrics import evaluate, nmi
@@ -152,8 +153,7 @@ def run(method: str, dataset: str = "mnist", profile: str | None = None, seed: i
                                                         else f" --subset {subset}"),
     }
     path = out / f"{stem}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".tmp") as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
     record["path"] = str(path)
     return record

@@ -1,0 +1,28 @@
+"""Atomic file writes: write to a temporary file beside the target, then rename."""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def atomic_path(dst: str | os.PathLike, suffix: str = ".part") -> Iterator[Path]:
+    """Yield a temporary path next to ``dst``; rename it to ``dst`` if the block succeeds.
+
+    If the block raises (or the process dies), ``dst`` keeps its previous
+    content and the temporary file is removed (or left with ``suffix``,
+    never under the final name).
+    """
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=dst.name + ".", suffix=suffix, dir=dst.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
