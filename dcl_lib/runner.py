@@ -31,10 +31,10 @@ __all__ = ["METHODS", "DATA_PROFILES", "run", "git_commit", "check_request"]
 
 
 def _methods() -> dict[str, MethodSpec]:
-    from .methods import depict, gmm, kmeans
+    from .methods import clustergan, depict, gmm, kmeans
 
     return {"kmeans": kmeans.SPEC, "gmm": gmm.SPEC_GMM, "gmm-ae": gmm.SPEC_GMM_AE,
-            "depict": depict.SPEC}
+            "depict": depict.SPEC, "clustergan": clustergan.SPEC}
 
 
 METHODS: dict[str, MethodSpec] = _methods()

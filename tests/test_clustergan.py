@@ -1,0 +1,106 @@
+"""ClusterGAN pieces: prior, gradient penalty and losses against independent
+computations, network shapes, backprop decoding, determinism."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dcl_lib.methods.clustergan import (ClusterGAN, ClusterGANConfig, Critic, Encoder, Generator,
+                                        backprop_decode, critic_loss, generator_encoder_loss,
+                                        gradient_penalty, sample_prior)
+
+
+def test_prior_statistics():
+    g = torch.Generator().manual_seed(0)
+    z_n, z_c, k = sample_prior(20000, 30, 10, 0.1, g)
+    assert z_n.shape == (20000, 30) and z_c.shape == (20000, 10)
+    assert torch.equal(z_c.argmax(1), k) and torch.all(z_c.sum(1) == 1)
+    assert abs(float(z_n.std()) - 0.1) < 0.002 and abs(float(z_n.mean())) < 0.002
+    counts = torch.bincount(k, minlength=10).float() / 20000
+    assert torch.all((counts - 0.1).abs() < 0.01)
+
+
+class _Linear(torch.nn.Module):
+    """D(x) = w . x: its input gradient is w everywhere, so GP = (||w|| - 1)^2."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = torch.nn.Parameter(w)
+
+    def forward(self, x):
+        return x.flatten(1) @ self.w
+
+
+def test_gradient_penalty_on_a_linear_critic():
+    w = torch.tensor([3.0, 4.0])  # ||w|| = 5
+    real, fake = torch.randn(8, 2), torch.randn(8, 2)
+    gp = gradient_penalty(_Linear(w), real, fake, torch.Generator().manual_seed(0))
+    assert float(gp.detach()) == pytest.approx((5.0 - 1.0) ** 2)
+
+
+def test_gradient_penalty_per_sample_interpolation():
+    """With D(x) = ||x||^2 / 2 the gradient at x_hat is x_hat itself."""
+    class Quadratic(torch.nn.Module):
+        def forward(self, x):
+            return 0.5 * (x.flatten(1) ** 2).sum(1)
+
+    real, fake = torch.randn(16, 3), torch.randn(16, 3)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    gp = gradient_penalty(Quadratic(), real, fake, g1)
+    eps = torch.rand(16, 1, generator=g2)
+    x_hat = eps * real + (1 - eps) * fake
+    assert float(gp) == pytest.approx(float(((x_hat.norm(dim=1) - 1) ** 2).mean()), rel=1e-6)
+
+
+def test_losses_against_hand_computation():
+    d_real, d_fake = torch.tensor([1.0, 3.0]), torch.tensor([0.5, -0.5])
+    assert float(critic_loss(d_real, d_fake, torch.tensor(0.2), 10.0)) == pytest.approx(0 - 2 + 2)
+    z_n, zn_hat = torch.zeros(2, 3), torch.ones(2, 3)
+    k, logits = torch.tensor([0, 1]), torch.tensor([[2.0, 0.0], [0.0, 0.0]])
+    total, mse, ce = generator_encoder_loss(d_fake, z_n, k, zn_hat, logits, beta_n=10, beta_c=2)
+    ce_ref = (-np.log(np.exp(2) / (np.exp(2) + 1)) + np.log(2)) / 2
+    assert float(mse) == pytest.approx(1.0) and float(ce) == pytest.approx(ce_ref)
+    assert float(total) == pytest.approx(-0.0 + 10 * 1.0 + 2 * ce_ref)
+
+
+def test_network_shapes():
+    G, D, E = Generator(40, 64, (8, 16)), Critic(64, (8, 16)), Encoder(30, 10, 64, (8, 16))
+    z_n, z_c, _ = sample_prior(5, 30, 10, 0.1, torch.Generator().manual_seed(0))
+    x = G(z_n, z_c)
+    assert x.shape == (5, 1, 28, 28) and float(x.min()) >= 0 and float(x.max()) <= 1
+    assert D(x).shape == (5,)
+    zn_hat, logits = E(x)
+    assert zn_hat.shape == (5, 30) and logits.shape == (5, 10)
+
+
+def test_backprop_decoding_recovers_the_cluster_of_generated_images():
+    torch.manual_seed(0)
+    G = Generator(4 + 3, 32, (4, 8))
+    with torch.no_grad():  # make the three clusters look very different
+        G.fc[0].weight[:, 4:] *= 50
+    G.eval()
+    k = torch.tensor([0, 1, 2, 1])
+    z_n, z_c, _ = sample_prior(4, 4, 3, 0.1, torch.Generator().manual_seed(1), k=k)
+    with torch.no_grad():
+        X = G(z_n, z_c)
+    _, k_hat, loss = backprop_decode(G, X, 4, 3, iters=150, lr=0.05)
+    assert torch.equal(k_hat, k)
+    assert all(p.requires_grad for p in G.parameters())
+
+
+def test_tiny_fit_is_deterministic():
+    x = torch.rand(128, 1, 28, 28)  # synthetic: a property test, not a clustering result
+    cfg = ClusterGANConfig(hidden=32, channels=(4, 8), iterations=3, batch_size=16, eval_every=3)
+    a = ClusterGAN(4, cfg, random_state=0).fit(x)
+    b = ClusterGAN(4, cfg, random_state=0).fit(x)
+    assert np.array_equal(a.labels_, b.labels_)
+    assert a.transform(x).shape == (128, 34) and a.sample(torch.tensor([0, 3])).shape == (2, 1, 28, 28)
+    assert len(a.history_["sizes"][0]) == 4
+
+
+def test_bad_input():
+    cfg = ClusterGANConfig(hidden=8, channels=(2, 2), iterations=1)
+    with pytest.raises(ValueError, match=r"\(N, 1, 28, 28\)"):
+        ClusterGAN(2, cfg).fit(torch.rand(10, 1, 16, 16))
+    with pytest.raises(ValueError, match="scaled to \\[0, 1\\]"):
+        ClusterGAN(2, cfg).fit(torch.rand(10, 1, 28, 28) * 255)
