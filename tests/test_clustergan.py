@@ -104,3 +104,17 @@ def test_bad_input():
         ClusterGAN(2, cfg).fit(torch.rand(10, 1, 16, 16))
     with pytest.raises(ValueError, match="scaled to \\[0, 1\\]"):
         ClusterGAN(2, cfg).fit(torch.rand(10, 1, 28, 28) * 255)
+
+
+def test_gaussian_prior_baseline_trains_and_decodes():
+    from dcl_lib.methods.clustergan import train_clustergan
+
+    x = torch.rand(64, 1, 28, 28)  # synthetic: checks shapes and the code path only
+    cfg = ClusterGANConfig(n_clusters=4, dim_n=6, hidden=16, channels=(2, 4), iterations=2,
+                           batch_size=8, prior="normal", sigma=0.15)
+    G, D, E, hist = train_clustergan(x, cfg, seed=0, device="cpu")
+    assert E is None and G.fc[0].in_features == 10  # all 10 latent dimensions continuous
+    z, k, loss = backprop_decode(G, x[:5], 10, 0, iters=3, clip=1.0)
+    assert z.shape == (5, 10) and torch.all(k == 0) and torch.all(z.abs() <= 1.0)
+    with pytest.raises(ValueError, match="prior must be"):
+        train_clustergan(x, ClusterGANConfig(prior="uniform", iterations=1), 0, "cpu")

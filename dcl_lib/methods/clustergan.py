@@ -47,11 +47,16 @@ def sample_prior(n: int, dim_n: int, n_clusters: int, sigma: float, generator: t
 
     ``k`` fixes the clusters instead of drawing them.  Returns (z_n (n, dim_n),
     z_c (n, K) one-hot, k (n,)).  ``sigma=0.10`` is the official one-hot sampler.
+    ``n_clusters=0`` gives a plain Gaussian prior (z_c has no columns).
     """
-    if k is None:
-        k = torch.randint(n_clusters, (n,), generator=generator)
+    if n_clusters == 0:  # a plain Gaussian prior: no categorical part
+        k = torch.zeros(n, dtype=torch.long)
+        z_c = torch.zeros(n, 0)
+    else:
+        if k is None:
+            k = torch.randint(n_clusters, (n,), generator=generator)
+        z_c = F.one_hot(k, n_clusters).float()
     z_n = sigma * torch.randn(n, dim_n, generator=generator)
-    z_c = F.one_hot(k, n_clusters).float()
     return z_n.to(device), z_c.to(device), k.to(device)
 
 
@@ -182,6 +187,7 @@ class ClusterGANConfig:
     hidden: int = 1024            # official widths
     channels: tuple[int, int] = (64, 128)
     use_encoder: bool = True      # False: a plain WGAN-GP with the same prior (backprop decoding)
+    prior: str = "mixed"          # "mixed" (one-hot + N(0, sigma^2)) or "normal" (N(0, sigma^2) only)
     eval_every: int = 500
 
     @classmethod
@@ -250,6 +256,11 @@ def train_clustergan(X: torch.Tensor, cfg: ClusterGANConfig, seed: int, device,
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     X = X.to(device, torch.float32)
+    if cfg.prior not in ("mixed", "normal"):
+        raise ValueError(f"prior must be 'mixed' or 'normal', got {cfg.prior!r}")
+    if cfg.prior == "normal":  # the baseline: all latent dimensions continuous, no encoder
+        cfg = dataclasses.replace(cfg, dim_n=cfg.dim_n + cfg.n_clusters, n_clusters=0,
+                                  use_encoder=False)
     G = Generator(cfg.dim_n + cfg.n_clusters, cfg.hidden, cfg.channels).to(device)
     D = Critic(cfg.hidden, cfg.channels).to(device)
     E = Encoder(cfg.dim_n, cfg.n_clusters, cfg.hidden, cfg.channels).to(device) if cfg.use_encoder else None
@@ -287,6 +298,7 @@ def backprop_decode(G: Generator, X: torch.Tensor, dim_n: int, n_clusters: int, 
                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Invert G by optimisation, as the official WGAN-GP baselines do.
 
+    ``n_clusters=0`` inverts a Gaussian-prior generator with a single restart.
     For each restart t (one per cluster) z_c is *fixed* to e_t and z_n starts
     at N(0, sigma^2); Adam minimises (1/D)||x - G(z)||_1 + beta_reg (1/d_n)||z_n||^2
     with z clipped to [-clip, clip] after every step.  The restart with the
@@ -299,7 +311,7 @@ def backprop_decode(G: Generator, X: torch.Tensor, dim_n: int, n_clusters: int, 
     best_loss = torch.full((len(X),), float("inf"), device=X.device)
     best_zn = torch.zeros(len(X), dim_n, device=X.device)
     best_k = torch.zeros(len(X), dtype=torch.long, device=X.device)
-    for t in range(n_clusters):
+    for t in range(max(n_clusters, 1)):  # one restart per cluster (one in all without z_c)
         k = torch.full((len(X),), t, dtype=torch.long)
         z_n, z_c, k = sample_prior(len(X), dim_n, n_clusters, sigma, g, X.device, k=k)
         z_n.requires_grad_(True)
