@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..train import progress
 from .autoencoder import AutoencoderConfig, encode, train_autoencoder
 from .base import ClusterEstimator, FitResult, MethodSpec, as_tensor, check_n_clusters, seed_from
 from .kmeans import KMeans, kmeans_plusplus
@@ -295,7 +296,7 @@ def _params_to_cov(Sigma, covariance_type):
 
 def em(X: torch.Tensor, pi: torch.Tensor, mu: torch.Tensor, Sigma: torch.Tensor,
        covariance_type: str, reg_covar: float, tol: float, max_iter: int,
-       reseed_empty: bool = True, callback: Callable | None = None):
+       reseed_empty: bool = True, callback: Callable | None = None, verbose: bool = False):
     """Run EM from (pi, mu, Sigma); return the fitted parameters and the trace.
 
     Each iteration: E-step (giving the per-sample mean log-likelihood, the
@@ -305,7 +306,7 @@ def em(X: torch.Tensor, pi: torch.Tensor, mu: torch.Tensor, Sigma: torch.Tensor,
     """
     trace, lower_bound, converged, n_reseeded = [], -math.inf, False, 0
     n_iter = 0
-    for n_iter in range(1, max_iter + 1):
+    for n_iter in progress(range(1, max_iter + 1), desc="EM", disable=not verbose or None):
         prev = lower_bound
         log_gamma, log_px = e_step(X, torch.log(pi), mu, _params_to_cov(Sigma, covariance_type),
                                    covariance_type)
@@ -439,7 +440,8 @@ class GaussianMixture(ClusterEstimator):
         best = None
         for _ in range(1 if from_params else self.n_init):
             start = self._init_from_params(X) if from_params else self._init_from_data(X, g)
-            out = em(X, *start, self.covariance_type, self.reg_covar, self.tol, self.max_iter)
+            out = em(X, *start, self.covariance_type, self.reg_covar, self.tol, self.max_iter,
+                     verbose=self.verbose)
             if best is None or out[3] > best[3]:
                 best = out
         pi, mu, Sigma, lower_bound, trace, converged, n_iter, n_reseeded = best
@@ -547,7 +549,7 @@ def _fit_gmm(data, cfg: GMMConfig, seed: int, device) -> FitResult:
         raise ValueError(f"features must be 'pca' or 'pixels', got {cfg.features!r}")
     gm = GaussianMixture(cfg.n_components, covariance_type=cfg.covariance_type, tol=cfg.tol,
                          reg_covar=cfg.reg_covar, max_iter=cfg.max_iter, n_init=cfg.n_init,
-                         random_state=seed, device=device).fit(X)
+                         random_state=seed, device=device, verbose=True).fit(X)
     return FitResult(gm.labels_, _gmm_state(gm), {"lower_bound": gm.lower_bounds_},
                      {"lower_bound": gm.lower_bound_, "n_iter": gm.n_iter_})
 
@@ -582,7 +584,7 @@ def _fit_gmm_ae(data, cfg: GMMAEConfig, seed: int, device) -> FitResult:
     Z = encode(model, data.flat()).double()
     gm = GaussianMixture(cfg.n_components, covariance_type=cfg.covariance_type, tol=cfg.tol,
                          reg_covar=cfg.reg_covar, max_iter=cfg.max_iter, n_init=cfg.n_init,
-                         random_state=seed, device=device).fit(Z)
+                         random_state=seed, device=device, verbose=True).fit(Z)
     state = {"autoencoder": {k: v.half() for k, v in model.state_dict().items()}, **_gmm_state(gm)}
     return FitResult(gm.labels_, state, {"recon": hist["recon"], "lower_bound": gm.lower_bounds_},
                      {"lower_bound": gm.lower_bound_, "final_recon": hist["recon"][-1]})
