@@ -1,5 +1,6 @@
 """Bad input gives a clear ValueError that says what is wrong."""
 import numpy as np
+import torch
 import pytest
 
 from dcl_lib.data import load_dataset
@@ -19,16 +20,18 @@ CASES = [
     (lambda: evaluate([0, 1], [0, np.nan]), "contains NaN or inf"),
     (lambda: cluster_acc(["a", "b"], [0, 1]), "must hold integer labels"),
     (lambda: nmi([0, 1], [0, 1], average_method="mean"), "average_method must be one of"),
-    (lambda: KMeans(3).fit(X[:, 0]), "must be 2-D, got shape (20,)"),
+    (lambda: KMeans(3).fit(X[:, 0]), "Expected 2D array, got 1D array"),
     (lambda: KMeans(3).fit(np.where(X > 1, np.nan, X)), "contains NaN or inf"),
     (lambda: KMeans(30).fit(X), "n_clusters=30 is larger than the number of samples (20)"),
     (lambda: KMeans(0).fit(X), "n_clusters must be a positive integer"),
     (lambda: KMeans(2.5).fit(X), "n_clusters must be a positive integer"),
     (lambda: KMeans(3, n_init=0).fit(X), "n_init must be a positive integer"),
-    (lambda: KMeans(3).fit(np.empty((0, 3))), "X is empty"),
+    (lambda: KMeans(3).fit(np.empty((0, 3))), "Found array with 0 sample(s)"),
+    (lambda: KMeans(3).fit(torch.empty(0, 3)), "X is empty"),
+    (lambda: KMeans(3).fit(torch.zeros(5)), "must be 2-D, got shape (5,)"),
     (lambda: KMeans(3).predict(X), "not fitted yet"),
     (lambda: KMeans(3, random_state=-1).fit(X), "random_state must be None"),
-    (lambda: KMeans(3).fit(X).predict(X[:, :2]), "X has 2 features, the model was fitted on 3"),
+    (lambda: KMeans(3).fit(X).predict(X[:, :2]), "X has 2 features, but KMeans is expecting 3"),
     (lambda: KMeans(3).fit(X, init=X[:2]), "init must have shape (3, 3)"),
     (lambda: load_dataset("imagenet"), "unknown dataset 'imagenet'"),
     (lambda: load_dataset("mnist", "validation"), "has splits ['train', 'test', 'all']"),

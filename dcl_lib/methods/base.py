@@ -45,20 +45,29 @@ class MethodSpec:
 
 def as_tensor(X, *, dtype: torch.dtype | None = None, device=None, ndim: tuple[int, ...] = (2,),
               name: str = "X") -> torch.Tensor:
-    """Validate ``X`` (numpy array or tensor) and return it as a tensor.
+    """Validate ``X`` (array-like or tensor) and return it as a tensor.
 
-    Raises ``ValueError`` for a wrong number of dimensions, an empty array,
-    non-numeric values, or NaN/inf.
+    Array-likes go through scikit-learn's ``check_array`` (so sparse, complex,
+    object and empty inputs are refused with its messages); tensors are checked
+    here.  Raises ``ValueError`` for a wrong number of dimensions, an empty
+    array, non-numeric values, or NaN/inf.
     """
     if isinstance(X, torch.Tensor):
         t = X.detach()
+        if t.is_complex():
+            raise ValueError(f"{name} is complex; complex data not supported")
     else:
+        from sklearn.utils import check_array
+
+        import inspect
+
+        finite = ("ensure_all_finite" if "ensure_all_finite" in inspect.signature(check_array).parameters
+                  else "force_all_finite")  # renamed in scikit-learn 1.6
         try:
-            arr = np.asarray(X)
-        except Exception as exc:  # ragged lists and the like
-            raise ValueError(f"{name} could not be converted to an array: {exc}") from exc
-        if arr.dtype.kind not in "biuf":
-            raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+            arr = check_array(X, dtype="numeric", ensure_2d=ndim == (2,), allow_nd=max(ndim) > 2,
+                              input_name=name, **{finite: False})
+        except TypeError as exc:
+            raise TypeError(f"{name}: {exc}") from exc
         t = torch.from_numpy(np.ascontiguousarray(arr))
     if t.dim() not in ndim:
         want = " or ".join(f"{d}-D" for d in ndim)
@@ -109,7 +118,14 @@ class ClusterEstimator(ClusterMixin, BaseEstimator):
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "labels_"):
-            raise ValueError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
+            from sklearn.exceptions import NotFittedError  # a ValueError and an AttributeError
+
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
+
+    def _check_n_features(self, X: torch.Tensor) -> None:
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                             f"{self.n_features_in_} features as input")
 
     def fit_predict(self, X, y=None, **kw):
         """Fit on ``X`` and return ``labels_`` (``y`` is ignored)."""

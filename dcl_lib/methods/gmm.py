@@ -350,7 +350,7 @@ class GaussianMixture(ClusterEstimator):
         ``"k-means++"`` (from k-means++ seeds), ``"random_from_data"``.
     weights_init, means_init, covariances_init : start from these parameters
         instead (all three together; then ``n_init`` is 1).
-    random_state, device, dtype (float64 by default), verbose.
+    random_state, device, dtype (None = float64, on CPU and GPU alike), verbose.
 
     Attributes
     ----------
@@ -362,7 +362,7 @@ class GaussianMixture(ClusterEstimator):
     def __init__(self, n_components: int = 1, covariance_type: str = "full", tol: float = 1e-3,
                  reg_covar: float = 1e-6, max_iter: int = 100, n_init: int = 1,
                  init_params: str = "kmeans", weights_init=None, means_init=None,
-                 covariances_init=None, random_state=None, device=None, dtype=torch.float64,
+                 covariances_init=None, random_state=None, device=None, dtype=None,
                  verbose: bool = False):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -378,6 +378,9 @@ class GaussianMixture(ClusterEstimator):
         self.device = device
         self.dtype = dtype
         self.verbose = verbose
+
+    def _dtype(self) -> torch.dtype:
+        return torch.float64 if self.dtype is None else self.dtype
 
     # -- validation ------------------------------------------------------
     def _check_params(self, n_samples: int) -> None:
@@ -433,7 +436,7 @@ class GaussianMixture(ClusterEstimator):
     def fit(self, X, y=None):
         """Fit by EM (``n_init`` starts, best lower bound kept); returns self."""
         device = self._device()
-        X = as_tensor(X, dtype=self.dtype, device=device)
+        X = as_tensor(X, dtype=self._dtype(), device=device)
         self._check_params(X.shape[0])
         g = torch.Generator().manual_seed(seed_from(self.random_state))
         from_params = self.weights_init is not None
@@ -464,12 +467,9 @@ class GaussianMixture(ClusterEstimator):
 
     # -- inference --------------------------------------------------------
     def _prepare(self, X):
-        if not hasattr(self, "_Sigma"):
-            raise ValueError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
-        X = as_tensor(X, dtype=self.dtype, device=self._device())
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, the model was fitted on "
-                             f"{self.n_features_in_}")
+        self._check_fitted()
+        X = as_tensor(X, dtype=self._dtype(), device=self._device())
+        self._check_n_features(X)
         return X
 
     def _log_resp_and_px(self, X):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.base import TransformerMixin
 
 from ..train import progress
 from .base import ClusterEstimator, FitResult, MethodSpec, as_tensor, check_n_clusters, seed_from
@@ -126,7 +127,7 @@ def lloyd(X: torch.Tensor, centers: torch.Tensor, max_iter: int = 300, tol: floa
 # Estimator
 # ---------------------------------------------------------------------------
 
-class KMeans(ClusterEstimator):
+class KMeans(TransformerMixin, ClusterEstimator):
     """k-means with k-means++ seeding and ``n_init`` restarts (best inertia kept).
 
     Parameters
@@ -195,8 +196,7 @@ class KMeans(ClusterEstimator):
         self._check_fitted()
         device = self._device()
         X = as_tensor(X, dtype=self._dtype(device), device=device)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {self.n_features_in_}")
+        self._check_n_features(X)
         C = torch.as_tensor(self.cluster_centers_, dtype=X.dtype, device=device)
         return assign(X, C)[0].cpu().numpy()
 
@@ -205,6 +205,7 @@ class KMeans(ClusterEstimator):
         self._check_fitted()
         device = self._device()
         X = as_tensor(X, dtype=self._dtype(device), device=device)
+        self._check_n_features(X)
         C = torch.as_tensor(self.cluster_centers_, dtype=X.dtype, device=device)
         return _chunked_sqdist(X, C).sqrt().cpu().numpy()
 
