@@ -22,6 +22,9 @@ def atomic_path(dst: str | os.PathLike, suffix: str = ".part") -> Iterator[Path]
     os.close(fd)
     try:
         yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual mode
         os.replace(tmp, dst)
     finally:
         if os.path.exists(tmp):

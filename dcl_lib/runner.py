@@ -127,6 +127,7 @@ def run(method: str, dataset: str = "mnist", profile: str | None = None, seed: i
         # The subset is drawn with a fixed seed so every method and seed of a
         # profile sees the same images; the run seed drives the method only.
         data = load_dataset(dataset, split, subset=subset, seed=0)
+    commit = git_commit()  # the code that runs, read before a long run lets the tree change
     seed_everything(seed)
     t0 = time.perf_counter()
     result = spec.fit(data, cfg, seed, dev)
@@ -144,7 +145,7 @@ def run(method: str, dataset: str = "mnist", profile: str | None = None, seed: i
         "method": method, "dataset": dataset, "split": split, "profile": profile, "seed": seed,
         "n_samples": len(data), "subset": subset, "n_clusters": int(len(np.unique(result.labels))),
         "metrics": metrics, "wall_time_s": wall, "device": device_name(dev),
-        "versions": _versions(), "git_commit": git_commit(),
+        "versions": _versions(), "git_commit": commit,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": _jsonable(cfg), "history": _jsonable(result.history),
         "checkpoint": ckpt.name if ckpt else None,

@@ -37,7 +37,7 @@ def test_runner_gmm_ae_on_digits(tmp_path):
     assert saved["config"]["hidden"] == [64] and len(saved["history"]["recon"]) == 3
     assert saved["metrics"]["acc"] > 0.3
     ck = load_checkpoint(tmp_path / "gmm-ae" / saved["checkpoint"])
-    assert ck["means"].shape == (10, 10) and ck["autoencoder"]["encoder.0.weight"].dtype == torch.float16
+    assert ck["means"].shape == (10, 10) and ck["encoder"]["0.weight"].dtype == torch.float16
     assert rec["metrics"] == saved["metrics"]
 
 

@@ -100,3 +100,18 @@ def test_checkpoint_kill_resume_matches_uninterrupted(tmp_path):
     got = torch.load(tmp_path / "out.pt", weights_only=True)
     for k in ref:
         assert torch.equal(ref[k], got[k]), k
+
+
+def test_atomic_write_keeps_old_content_on_failure(tmp_path):
+    from dcl_lib._io import atomic_path
+
+    target = tmp_path / "f.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half-written")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+    with atomic_path(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new" and (target.stat().st_mode & 0o777) != 0o600

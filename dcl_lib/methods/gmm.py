@@ -585,7 +585,8 @@ def _fit_gmm_ae(data, cfg: GMMAEConfig, seed: int, device) -> FitResult:
     gm = GaussianMixture(cfg.n_components, covariance_type=cfg.covariance_type, tol=cfg.tol,
                          reg_covar=cfg.reg_covar, max_iter=cfg.max_iter, n_init=cfg.n_init,
                          random_state=seed, device=device, verbose=True).fit(Z)
-    state = {"autoencoder": {k: v.half() for k, v in model.state_dict().items()}, **_gmm_state(gm)}
+    # only what assigns clusters: the encoder (half precision) and the mixture
+    state = {"encoder": {k: v.half() for k, v in model.encoder.state_dict().items()}, **_gmm_state(gm)}
     return FitResult(gm.labels_, state, {"recon": hist["recon"], "lower_bound": gm.lower_bounds_},
                      {"lower_bound": gm.lower_bound_, "final_recon": hist["recon"][-1]})
 
