@@ -14,7 +14,8 @@ def test_mlp_shapes_and_layers():
     net = mlp([8, 5, 3])
     assert [type(m).__name__ for m in net] == ["Linear", "ReLU", "Linear"]
     ae = MLPAutoencoder(64, (32, 16), 4)
-    z, x_hat = ae(torch.rand(7, 1, 8, 8))
+    with torch.no_grad():
+        z, x_hat = ae(torch.rand(7, 1, 8, 8))
     assert z.shape == (7, 4) and x_hat.shape == (7, 64)
     assert float(x_hat.min()) >= 0 and float(x_hat.max()) <= 1
 

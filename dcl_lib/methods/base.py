@@ -68,7 +68,8 @@ def as_tensor(X, *, dtype: torch.dtype | None = None, device=None, ndim: tuple[i
                               input_name=name, **{finite: False})
         except TypeError as exc:
             raise TypeError(f"{name}: {exc}") from exc
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        arr = np.ascontiguousarray(arr)
+        t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())  # torch needs writable memory
     if t.dim() not in ndim:
         want = " or ".join(f"{d}-D" for d in ndim)
         hint = " (reshape a single sample with X.reshape(1, -1))" if t.dim() == 1 else ""
