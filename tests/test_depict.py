@@ -106,3 +106,14 @@ def test_runner_depict(tmp_path):
               overrides={"channels": 8, "pretrain_epochs": 2, "warmup_epochs": 1, "epochs": 1})
     assert rec["checkpoint"] and rec["history"]["phase"][0] == "pretrain"
     assert "kmeans_init_acc" in rec["metrics"]
+
+
+def test_unfitted_estimators_say_so():
+    from sklearn.exceptions import NotFittedError
+
+    from dcl_lib.methods.clustergan import ClusterGAN
+
+    x = torch.rand(2, 1, 28, 28)
+    for call in (DEPICT(2).predict, DEPICT(2).transform, ClusterGAN(2).transform):
+        with pytest.raises(NotFittedError, match="not fitted yet"):
+            call(x)

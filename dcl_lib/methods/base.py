@@ -123,6 +123,13 @@ class ClusterEstimator(ClusterMixin, BaseEstimator):
 
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
 
+    def _images_for(self, X, module_attr: str) -> torch.Tensor:
+        """Check the estimator is fitted; return images X (N, C, H, W) on the device of the
+        fitted network named ``module_attr``."""
+        self._check_fitted()
+        X = as_tensor(X, dtype=torch.float32, ndim=(4,))
+        return X.to(next(getattr(self, module_attr).parameters()).device)
+
     def _check_n_features(self, X: torch.Tensor) -> None:
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "

@@ -381,11 +381,8 @@ class ClusterGAN(ClusterEstimator):
 
     def transform(self, X) -> np.ndarray:
         """The encoded latent [z_n_hat, softmax(z_c_hat)], (N, dim_n + K)."""
-        if not hasattr(self, "encoder_"):
-            raise ValueError("this ClusterGAN is not fitted yet; call fit(X) first")
-        X = as_tensor(X, dtype=torch.float32, ndim=(4,))
-        dev = next(self.encoder_.parameters()).device
-        zn, pc = encode(self.encoder_, X.to(dev))
+        X = self._images_for(X, "encoder_")
+        zn, pc = encode(self.encoder_, X)
         return torch.cat([zn, pc], 1).cpu().numpy()
 
     def predict(self, X) -> np.ndarray:

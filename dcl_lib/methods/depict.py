@@ -338,25 +338,22 @@ class DEPICT(ClusterEstimator):
         device = self._device()
         self.net_, self.history_ = fit_depict(to_signed(X), self._cfg(), seed_from(self.random_state),
                                               device, y_eval, self.verbose)
-        self.labels_ = self.predict(X)
+        self.labels_ = clean_pass(self.net_, to_signed(X).to(device))[1].argmax(1).cpu().numpy()
         self.n_features_in_ = int(np.prod(X.shape[1:]))
         return self
 
     def predict_proba(self, X) -> np.ndarray:
-        if not hasattr(self, "net_"):
-            raise ValueError("this DEPICT is not fitted yet; call fit(X) first")
-        X = as_tensor(X, dtype=torch.float32, ndim=(4,))
-        dev = next(self.net_.parameters()).device
-        return clean_pass(self.net_, to_signed(X).to(dev))[1].cpu().numpy()
+        """Clean-pathway soft assignments p (N, K)."""
+        X = self._images_for(X, "net_")
+        return clean_pass(self.net_, to_signed(X))[1].cpu().numpy()
 
     def predict(self, X) -> np.ndarray:
         return self.predict_proba(X).argmax(1)
 
     def transform(self, X) -> np.ndarray:
         """The clean embedding z (N, K)."""
-        X = as_tensor(X, dtype=torch.float32, ndim=(4,))
-        dev = next(self.net_.parameters()).device
-        return clean_pass(self.net_, to_signed(X).to(dev))[0].cpu().numpy()
+        X = self._images_for(X, "net_")
+        return clean_pass(self.net_, to_signed(X))[0].cpu().numpy()
 
 
 # ---------------------------------------------------------------------------
