@@ -21,8 +21,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="use a seeded random subset of this many images (default: the profile's)")
     r.add_argument("--out", default="results", help="output folder (default: results)")
     r.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    r.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+    r.add_argument("--set", nargs="*", action="extend", default=[], metavar="FIELD=VALUE",
                    help="override config fields, e.g. --set n_init=20")
+    r.add_argument("--tag", default=None,
+                   help="suffix for the result files of a variant, e.g. --tag long")
     sub.add_parser("list", help="list methods and datasets")
     return p
 
@@ -59,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         subset = "profile" if args.subset is None else args.subset
         for seed in args.seed:
             rec = run(args.method, args.dataset, args.profile, seed, split=args.split,
-                      subset=subset, out_dir=args.out, device=args.device, overrides=overrides)
+                      subset=subset, out_dir=args.out, device=args.device, overrides=overrides,
+                      tag=args.tag)
             m = rec["metrics"]
             print(f"{rec['method']} {rec['dataset']}/{rec['split']} seed {seed}: "
                   f"ACC {m['acc']:.4f}  NMI {m['nmi']:.4f}  ARI {m['ari']:.4f}  "

@@ -12,6 +12,8 @@ import dataclasses
 import json
 import os
 import platform
+import re
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -101,12 +103,16 @@ def check_request(method: str, dataset: str, profile: str | None, seeds) -> tupl
 def run(method: str, dataset: str = "mnist", profile: str | None = None, seed: int = 0,
         split: str | None = None, subset: int | None | str = "profile", out_dir: str | os.PathLike = "results",
         device: str | None = None, overrides: dict[str, Any] | None = None,
-        data: ImageData | None = None) -> dict[str, Any]:
+        data: ImageData | None = None, tag: str | None = None) -> dict[str, Any]:
     """Run one method once and write ``<out_dir>/<method>/<dataset>-<split>-<profile>-seed<N>.json``.
 
     ``subset="profile"`` takes the profile's default; ``None`` uses every image.
-    ``overrides`` replaces fields of the method's config.  Returns the record.
+    ``overrides`` replaces fields of the method's config; ``tag`` is appended to
+    the file names (``...-seed<N>-<tag>.json``) so that such a variant does not
+    overwrite the profile's own result.  Returns the record.
     """
+    if tag is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", tag):
+        raise ValueError(f"tag must be letters, digits, '.', '_' or '-', got {tag!r}")
     method, dataset, profile = check_request(method, dataset, profile, [seed])
     spec = METHODS[method]
     cfg = spec.config.for_profile(profile)
@@ -135,7 +141,7 @@ def run(method: str, dataset: str = "mnist", profile: str | None = None, seed: i
     metrics = evaluate(data.y, result.labels)
     metrics["nmi_geometric"] = nmi(data.y, result.labels, "geometric")
     metrics.update(result.extra_metrics)
-    stem = f"{dataset}-{split}-{profile}-seed{seed}"
+    stem = f"{dataset}-{split}-{profile}-seed{seed}" + (f"-{tag}" if tag else "")
     out = Path(out_dir) / method
     out.mkdir(parents=True, exist_ok=True)
     ckpt = None
@@ -151,7 +157,9 @@ def run(method: str, dataset: str = "mnist", profile: str | None = None, seed: i
         "checkpoint": ckpt.name if ckpt else None,
         "command": f"python -m dcl_lib run {method} --dataset {dataset} --profile {profile} "
                    f"--seed {seed} --split {split}" + ("" if subset == DATA_PROFILES[profile]["subset"]
-                                                        else f" --subset {subset}"),
+                                                        else f" --subset {subset}")
+                   + "".join(f" --set {shlex.quote(f'{k}={v!r}')}" for k, v in (overrides or {}).items())
+                   + (f" --tag {tag}" if tag else ""),
     }
     path = out / f"{stem}.json"
     with atomic_path(path, suffix=".tmp") as tmp:

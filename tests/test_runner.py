@@ -60,3 +60,23 @@ def test_cli_bad_requests_fail_and_write_nothing(tmp_path, args, message):
     assert r.returncode != 0
     assert message in r.stderr
     assert not list(tmp_path.rglob("*.json")) and not list(tmp_path.rglob("*.pt"))
+
+
+def test_cli_tag_and_overrides_are_recorded_and_reproduce(tmp_path):
+    args = ["run", "kmeans", "--dataset", "digits", "--split", "all", "--set", "n_init=2",
+            "--set", "max_iter=7", "--tag", "v2", "--out", str(tmp_path)]
+    r = _cli(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    saved = json.loads((tmp_path / "kmeans" / "digits-all-quick-seed0-v2.json").read_text())
+    assert saved["config"]["n_init"] == 2 and saved["config"]["max_iter"] == 7  # both --set kept
+    assert saved["checkpoint"] == "digits-all-quick-seed0-v2.pt"
+    # the recorded command, run again, reproduces the result
+    cmd = saved["command"].split()[3:] + ["--out", str(tmp_path / "again")]
+    assert _cli(*cmd, cwd=tmp_path).returncode == 0
+    again = json.loads((tmp_path / "again" / "kmeans" / "digits-all-quick-seed0-v2.json").read_text())
+    assert again["metrics"] == saved["metrics"]
+
+
+def test_bad_tag_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="tag must be"):
+        run("kmeans", "digits", "quick", split="all", out_dir=tmp_path, tag="../escape")
