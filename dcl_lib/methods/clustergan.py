@@ -286,6 +286,11 @@ def train_clustergan(X: torch.Tensor, cfg: ClusterGANConfig, seed: int, device,
                 hist["sizes"].append(torch.bincount(pred, minlength=cfg.n_clusters).tolist())
                 hist["acc"].append(cluster_acc(y, pred) if y is not None else float("nan"))
             hist["seconds"].append(time.perf_counter() - t0)
+            if verbose and E is not None:  # one line per evaluation: a long run can be watched
+                sz = hist["sizes"][-1]
+                print(f"ClusterGAN step {it}: ACC {hist['acc'][-1]:.4f}, cluster sizes "
+                      f"{min(sz)}..{max(sz)}, critic {hist['critic'][-1]:+.3f}, "
+                      f"{hist['seconds'][-1]:.0f} s", flush=True)
     return G, D, E, hist
 
 
