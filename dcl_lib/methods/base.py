@@ -117,8 +117,8 @@ class ClusterEstimator(ClusterMixin, BaseEstimator):
     def _device(self) -> torch.device:
         return get_device(getattr(self, "device", None))
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "labels_"):
+    def _check_fitted(self, attr: str = "labels_") -> None:
+        if not hasattr(self, attr):
             from sklearn.exceptions import NotFittedError  # a ValueError and an AttributeError
 
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
@@ -126,7 +126,7 @@ class ClusterEstimator(ClusterMixin, BaseEstimator):
     def _images_for(self, X, module_attr: str) -> torch.Tensor:
         """Check the estimator is fitted; return images X (N, C, H, W) on the device of the
         fitted network named ``module_attr``."""
-        self._check_fitted()
+        self._check_fitted(module_attr)
         X = as_tensor(X, dtype=torch.float32, ndim=(4,))
         return X.to(next(getattr(self, module_attr).parameters()).device)
 

@@ -393,6 +393,33 @@ class ClusterGAN(ClusterEstimator):
     def predict(self, X) -> np.ndarray:
         return self.transform(X)[:, -self.n_clusters:].argmax(1)
 
+    @classmethod
+    def from_checkpoint(cls, path, device=None) -> "ClusterGAN":
+        """A fitted estimator (generator + encoder, no critic) from a runner checkpoint.
+
+        The runner stores the weights in half precision to keep checkpoints small;
+        they are loaded into float32 networks, so the labels can differ from the
+        trained model's on a few borderline images.
+        """
+        from ..train import get_device, load_checkpoint
+
+        ck = load_checkpoint(path)
+        if not {"config", "generator", "encoder"} <= set(ck):
+            raise ValueError(f"{path} is not a ClusterGAN checkpoint (keys: {sorted(ck)})")
+        fields = {f.name for f in dataclasses.fields(ClusterGANConfig)}
+        cfg = ClusterGANConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in ck["config"].items() if k in fields})
+        dev = get_device(device)
+        est = cls(cfg.n_clusters, cfg, device=device)
+        est.generator_ = Generator(cfg.dim_n + cfg.n_clusters, cfg.hidden, cfg.channels)
+        est.encoder_ = Encoder(cfg.dim_n, cfg.n_clusters, cfg.hidden, cfg.channels)
+        for net, key in ((est.generator_, "generator"), (est.encoder_, "encoder")):
+            ref = net.state_dict()
+            net.load_state_dict({k: v.to(ref[k].dtype) for k, v in ck[key].items()})
+            net.to(dev)
+        est.config_, est.critic_, est.history_ = cfg, None, None
+        return est
+
     @torch.no_grad()
     def sample(self, k: torch.Tensor, seed: int = 0) -> torch.Tensor:
         """Images generated from clusters ``k`` (n,)."""
