@@ -80,7 +80,9 @@ def _jsonable(obj):
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
     if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None  # strict JSON has no NaN/inf: e.g. "never reached" times are null
     if isinstance(obj, torch.dtype):
         return str(obj)
     return obj
@@ -163,6 +165,6 @@ def run(method: str, dataset: str = "mnist", profile: str | None = None, seed: i
     }
     path = out / f"{stem}.json"
     with atomic_path(path, suffix=".tmp") as tmp:
-        tmp.write_text(json.dumps(record, indent=2))
+        tmp.write_text(json.dumps(_jsonable(record), indent=2, allow_nan=False))
     record["path"] = str(path)
     return record

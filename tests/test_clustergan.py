@@ -148,3 +148,37 @@ def test_runner_checkpoint_round_trip(tmp_path):
         ClusterGAN.from_checkpoint(tmp_path / "other.pt")
     with pytest.raises(NotFittedError):
         ClusterGAN(3).transform(x)
+
+
+class _LinearG(torch.nn.Module):
+    """A stand-in generator x = z_n A + z_c B with known within-cluster spread."""
+
+    def __init__(self, A, B):
+        super().__init__()
+        self.A, self.B = torch.nn.Parameter(A), torch.nn.Parameter(B)
+
+    def forward(self, z_n, z_c):
+        return z_n @ self.A + z_c @ self.B
+
+
+def test_sample_diversity_detects_within_cluster_collapse():
+    from dcl_lib.methods.clustergan import sample_diversity
+
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(6, 50, generator=g)
+    A = A / A.norm(dim=0)  # unit columns: each pixel = sigma * N(0, 1) given the cluster
+    B = torch.randn(4, 50, generator=g)
+    assert sample_diversity(_LinearG(torch.zeros(6, 50), B), 6, 4, 0.1) == 0.0  # z_n ignored
+    d = sample_diversity(_LinearG(A, B), 6, 4, 0.1, n_per_cluster=4000)
+    assert d == pytest.approx(0.1, rel=0.03)
+    assert sample_diversity(_LinearG(A, B), 6, 4, 0.3, n_per_cluster=4000) == pytest.approx(0.3, rel=0.03)
+
+
+def test_within_class_diversity_against_numpy():
+    from dcl_lib.methods.clustergan import within_class_diversity
+
+    g = torch.Generator().manual_seed(1)
+    X, y = torch.rand(60, 1, 4, 4, generator=g), torch.arange(60) % 3
+    Xn, yn = X.flatten(1).numpy(), y.numpy()
+    expected = np.mean([Xn[yn == c].std(0, ddof=1).mean() for c in range(3)])
+    assert within_class_diversity(X, y) == pytest.approx(expected, rel=1e-5)

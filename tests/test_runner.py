@@ -80,3 +80,14 @@ def test_cli_tag_and_overrides_are_recorded_and_reproduce(tmp_path):
 def test_bad_tag_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="tag must be"):
         run("kmeans", "digits", "quick", split="all", out_dir=tmp_path, tag="../escape")
+
+
+def test_results_json_is_strict():
+    """NaN/inf (e.g. a time-to-accuracy never reached) are written as null."""
+    import numpy as np
+
+    from dcl_lib.runner import _jsonable
+
+    out = _jsonable({"t": float("nan"), "u": np.float32(np.inf), "v": [1.5, np.int64(2)]})
+    assert out == {"t": None, "u": None, "v": [1.5, 2]}
+    json.dumps(out, allow_nan=False)

@@ -33,6 +33,8 @@ __all__ = [
     "ClusterGANConfig",
     "ClusterGAN",
     "backprop_decode",
+    "sample_diversity",
+    "within_class_diversity",
     "SPEC",
 ]
 
@@ -197,7 +199,7 @@ class ClusterGANConfig:
         # quick: narrower networks (about 0.1 s per iteration on 2 CPU cores) and fewer
         # steps; the objective, optimiser, batch and n_critic are the official ones.
         # (lr 2e-4 / 5e-4 and n_critic 2 were measured to do worse in the same time.)
-        return dataclasses.replace(cls(), hidden=256, channels=(16, 32), iterations=800,
+        return dataclasses.replace(cls(), hidden=256, channels=(16, 32), iterations=1000,
                                    eval_every=100)
 
 
@@ -231,6 +233,33 @@ def update_generator_encoder(G, D, E, opt_ge, n: int, cfg: ClusterGANConfig, g: 
     loss.backward()
     opt_ge.step()
     return float(loss.detach()), float(mse.detach()), float(ce.detach())
+
+
+@torch.no_grad()
+def sample_diversity(G: Generator, dim_n: int, n_clusters: int, sigma: float, n_per_cluster: int = 20,
+                     seed: int = 0) -> float:
+    """Within-island diversity: the per-pixel standard deviation of G(z_n, e_k) over
+    ``n_per_cluster`` draws of z_n, averaged over pixels and clusters (eval mode).
+
+    0 means the generator ignores z_n (every island is one image: mode collapse
+    inside the clusters).  Real MNIST digits give about 0.3 within a class.
+    """
+    k = torch.arange(max(n_clusters, 1)).repeat_interleave(n_per_cluster)
+    dev = next(G.parameters()).device
+    z_n, z_c, _ = sample_prior(len(k), dim_n, n_clusters, sigma, torch.Generator().manual_seed(seed),
+                               dev, k=k if n_clusters else None)
+    was_training = G.training
+    G.eval()
+    x = G(z_n, z_c).flatten(1)  # (K * n, pixels)
+    G.train(was_training)
+    return float(x.view(len(k) // n_per_cluster, n_per_cluster, -1).std(1).mean())
+
+
+def within_class_diversity(X: torch.Tensor, y: torch.Tensor) -> float:
+    """The same statistic for real images grouped by class: mean over classes of the
+    mean per-pixel standard deviation."""
+    X = X.flatten(1)
+    return float(torch.stack([X[y == c].std(0).mean() for c in torch.unique(y)]).mean())
 
 
 @torch.no_grad()
@@ -268,7 +297,7 @@ def train_clustergan(X: torch.Tensor, cfg: ClusterGANConfig, seed: int, device,
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=cfg.betas)
     ge_params = list(G.parameters()) + (list(E.parameters()) if E is not None else [])
     opt_ge = torch.optim.Adam(ge_params, lr=cfg.lr, betas=cfg.betas)  # G and E share one optimiser
-    hist = {k: [] for k in ("step", "critic", "gen", "mse", "ce", "acc", "sizes", "seconds")}
+    hist = {k: [] for k in ("step", "critic", "gen", "mse", "ce", "acc", "sizes", "diversity", "seconds")}
     t0, crit, gen = time.perf_counter(), [], []
     for it in progress(range(1, cfg.iterations + 1), desc="ClusterGAN", disable=not verbose or None):
         for _ in range(cfg.n_critic):
@@ -282,6 +311,7 @@ def train_clustergan(X: torch.Tensor, cfg: ClusterGANConfig, seed: int, device,
             hist["mse"].append(float(np.mean([v[1] for v in gen])))
             hist["ce"].append(float(np.mean([v[2] for v in gen])))
             crit, gen = [], []
+            hist["diversity"].append(sample_diversity(G, cfg.dim_n, cfg.n_clusters, cfg.sigma))
             if E is not None:
                 pred = encode(E, X)[1].argmax(1).cpu()
                 hist["sizes"].append(torch.bincount(pred, minlength=cfg.n_clusters).tolist())
@@ -290,7 +320,8 @@ def train_clustergan(X: torch.Tensor, cfg: ClusterGANConfig, seed: int, device,
             if verbose and E is not None:  # one line per evaluation: a long run can be watched
                 sz = hist["sizes"][-1]
                 print(f"ClusterGAN step {it}: ACC {hist['acc'][-1]:.4f}, cluster sizes "
-                      f"{min(sz)}..{max(sz)}, critic {hist['critic'][-1]:+.3f}, "
+                      f"{min(sz)}..{max(sz)}, within-cluster diversity {hist['diversity'][-1]:.4f}, "
+                      f"critic {hist['critic'][-1]:+.3f}, "
                       f"{hist['seconds'][-1]:.0f} s", flush=True)
     return G, D, E, hist
 
