@@ -65,7 +65,7 @@ def test_network_shapes_and_pathways(shape):
     # the clean pathway is deterministic, the corrupted one is not
     assert torch.equal(net.encode(x)[-1], clean[-1])
     assert not torch.equal(net.encode(x, corrupt=True)[-1], clean[-1])
-    assert float(reconstruction_loss(clean, recon)) > 0
+    assert float(reconstruction_loss(clean, recon).detach()) > 0
 
 
 def test_head_initialised_on_normalised_centroids():
