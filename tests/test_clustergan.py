@@ -182,3 +182,25 @@ def test_within_class_diversity_against_numpy():
     Xn, yn = X.flatten(1).numpy(), y.numpy()
     expected = np.mean([Xn[yn == c].std(0, ddof=1).mean() for c in range(3)])
     assert within_class_diversity(X, y) == pytest.approx(expected, rel=1e-5)
+
+
+def test_nonfinite_loss_stops_training_at_the_next_evaluation():
+    from dcl_lib.methods.clustergan import train_clustergan
+    from dcl_lib.train import NonFiniteLossError
+
+    x = torch.rand(64, 1, 28, 28)  # synthetic: checks the guard only
+    cfg = ClusterGANConfig(n_clusters=3, hidden=16, channels=(2, 4), iterations=6, batch_size=8,
+                           eval_every=3, gp_weight=float("nan"))
+    with pytest.raises(NonFiniteLossError, match=r"'critic' became nan at step 3.*steps 1\.\.3"):
+        train_clustergan(x, cfg, seed=0, device="cpu", verbose=False)
+
+
+def test_time_budget_stops_and_evaluates():
+    from dcl_lib.methods.clustergan import train_clustergan
+
+    x = torch.rand(64, 1, 28, 28)  # synthetic: checks the schedule only
+    cfg = ClusterGANConfig(n_clusters=3, hidden=16, channels=(2, 4), iterations=10_000, batch_size=8,
+                           eval_every=10_000, time_budget_s=0.0)
+    *_, hist = train_clustergan(x, cfg, seed=0, device="cpu", verbose=False)
+    assert hist["stopped_at"] == 50 and hist["step"] == [50]  # checked every 50 steps
+    assert len(hist["acc"]) == len(hist["diversity"]) == 1
