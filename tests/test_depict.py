@@ -117,3 +117,15 @@ def test_unfitted_estimators_say_so():
     for call in (DEPICT(2).predict, DEPICT(2).transform, ClusterGAN(2).transform):
         with pytest.raises(NotFittedError, match="not fitted yet"):
             call(x)
+
+
+def test_nonfinite_loss_stops_at_the_end_of_the_epoch():
+    from dcl_lib.methods.depict import DepictConfig, fit_depict
+    from dcl_lib.train import NonFiniteLossError
+
+    x = torch.rand(40, 1, 28, 28) * 2 - 1  # synthetic: checks the guard only
+    x[3, 0, 5, 5] = float("nan")
+    cfg = DepictConfig(n_clusters=3, channels=4, batch_size=16, pretrain_epochs=2, warmup_epochs=1,
+                       epochs=1, kmeans_n_init=1)
+    with pytest.raises(NonFiniteLossError, match=r"'reconstruction \(epoch mean\)' became nan at step 1"):
+        fit_depict(x, cfg, seed=0, device="cpu", verbose=False)
