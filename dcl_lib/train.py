@@ -20,9 +20,11 @@ __all__ = [
     "PROFILES",
     "NonFiniteLossError",
     "check_finite",
+    "compact_state",
     "device_name",
     "get_device",
     "load_checkpoint",
+    "load_compact_state",
     "progress",
     "resolve_profile",
     "rng_state",
@@ -173,3 +175,45 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+_SCALE = ".int8_scale"  # suffix of the per-row scales of an int8-stored matrix
+
+
+def compact_state(module: torch.nn.Module, int8_min_numel: int | None = None
+                  ) -> dict[str, torch.Tensor]:
+    """A module's weights for a small checkpoint.
+
+    Floating tensors are stored in half precision; other buffers (BatchNorm's
+    step counter) as they are.  With ``int8_min_numel``, every weight of at least
+    that many entries and 2 or more dimensions is stored as int8 per output row
+    (``round(w / s)``, ``s = max|w_row| / 127``) with its float32 scales under
+    ``<key>.int8_scale``: a quarter of float32's size, each entry within s / 2.
+    :func:`load_compact_state` undoes either form.
+    """
+    out = {}
+    for k, v in module.state_dict().items():
+        v = v.detach().cpu()
+        if int8_min_numel is not None and v.is_floating_point() and v.dim() >= 2 \
+                and v.numel() >= int8_min_numel:
+            rows = v.float().flatten(1)
+            scale = (rows.abs().amax(1, keepdim=True) / 127).clamp_min(torch.finfo(torch.float32).tiny)
+            out[k] = torch.round(rows / scale).to(torch.int8).view_as(v)
+            out[k + _SCALE] = scale.squeeze(1)
+        else:
+            out[k] = v.half() if v.is_floating_point() else v
+    return out
+
+
+def load_compact_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """Load :func:`compact_state` output into ``module`` (cast to its dtypes); returns it."""
+    ref = module.state_dict()
+    full = {}
+    for k, v in state.items():
+        if k.endswith(_SCALE):
+            continue
+        if k + _SCALE in state:  # int8 rows times their scales
+            v = (v.float().flatten(1) * state[k + _SCALE][:, None]).view_as(v)
+        full[k] = v.to(ref[k].dtype)
+    module.load_state_dict(full)
+    return module

@@ -115,3 +115,27 @@ def test_atomic_write_keeps_old_content_on_failure(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_text("new")
     assert target.read_text() == "new" and (target.stat().st_mode & 0o777) != 0o600
+
+
+def test_compact_state_round_trip():
+    """Half precision for floats, integer buffers kept, int8 rows within half a step."""
+    from dcl_lib.train import compact_state, load_compact_state
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(40, 300), torch.nn.BatchNorm1d(300))
+    net(torch.randn(8, 40))  # moves the BatchNorm statistics and its step counter
+    ref = {k: v.clone() for k, v in net.state_dict().items()}
+    half = compact_state(net)
+    assert half["0.weight"].dtype == torch.float16 and half["1.num_batches_tracked"].dtype == torch.long
+    q = compact_state(net, int8_min_numel=10_000)
+    assert q["0.weight"].dtype == torch.int8 and q["0.weight.int8_scale"].shape == (300,)
+    assert q["0.bias"].dtype == torch.float16  # below the threshold
+    w = ref["0.weight"]
+    step = w.abs().amax(1, keepdim=True) / 127
+    other = torch.nn.Sequential(torch.nn.Linear(40, 300), torch.nn.BatchNorm1d(300))
+    load_compact_state(other, q)
+    err = (other[0].weight.detach() - w).abs()
+    assert torch.all(err <= step / 2 + 1e-7) and err.max() > 0
+    assert int(other[1].num_batches_tracked) == 1
+    load_compact_state(other, half)
+    assert torch.allclose(other[0].weight, w, atol=1e-3, rtol=1e-3)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..metrics import nmi
-from ..train import check_finite, progress
+from ..train import check_finite, compact_state, progress
 from .base import ClusterEstimator, FitResult, MethodSpec, as_tensor, check_n_clusters, seed_from
 from .kmeans import KMeans
 
@@ -369,7 +369,7 @@ class DEPICT(ClusterEstimator):
 def _fit(data, cfg: DepictConfig, seed: int, device) -> FitResult:
     est = DEPICT(cfg.n_clusters, cfg, random_state=seed, device=device, verbose=True)
     est.fit(data.x, y_eval=data.y)
-    state = {"net": {k: v.half() for k, v in est.net_.state_dict().items()}}
+    state = {"net": compact_state(est.net_)}
     h = est.history_
     extra = {"kmeans_init_acc": h["kmeans_acc"], "epochs_run": len(h["phase"])}
     hits = [t for t, a in zip(h["seconds"], h["acc"]) if a >= 0.965]

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..train import progress
+from ..train import compact_state, progress
 from .autoencoder import AutoencoderConfig, encode, train_autoencoder
 from .base import ClusterEstimator, FitResult, MethodSpec, as_tensor, check_n_clusters, seed_from
 from .kmeans import KMeans, kmeans_plusplus
@@ -586,7 +586,7 @@ def _fit_gmm_ae(data, cfg: GMMAEConfig, seed: int, device) -> FitResult:
                          reg_covar=cfg.reg_covar, max_iter=cfg.max_iter, n_init=cfg.n_init,
                          random_state=seed, device=device, verbose=True).fit(Z)
     # only what assigns clusters: the encoder (half precision) and the mixture
-    state = {"encoder": {k: v.half() for k, v in model.encoder.state_dict().items()}, **_gmm_state(gm)}
+    state = {"encoder": compact_state(model.encoder), **_gmm_state(gm)}
     return FitResult(gm.labels_, state, {"recon": hist["recon"], "lower_bound": gm.lower_bounds_},
                      {"lower_bound": gm.lower_bound_, "final_recon": hist["recon"][-1]})
 
