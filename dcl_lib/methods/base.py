@@ -6,6 +6,8 @@ and turned into generators inside ``fit``.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -43,6 +45,15 @@ class MethodSpec:
     description: str
 
 
+@functools.cache
+def _finite_kwarg() -> str:
+    """check_array's NaN/inf switch: ``force_all_finite`` was renamed in scikit-learn 1.6."""
+    from sklearn.utils import check_array
+
+    params = inspect.signature(check_array).parameters
+    return "ensure_all_finite" if "ensure_all_finite" in params else "force_all_finite"
+
+
 def as_tensor(X, *, dtype: torch.dtype | None = None, device=None, ndim: tuple[int, ...] = (2,),
               name: str = "X") -> torch.Tensor:
     """Validate ``X`` (array-like or tensor) and return it as a tensor.
@@ -59,13 +70,9 @@ def as_tensor(X, *, dtype: torch.dtype | None = None, device=None, ndim: tuple[i
     else:
         from sklearn.utils import check_array
 
-        import inspect
-
-        finite = ("ensure_all_finite" if "ensure_all_finite" in inspect.signature(check_array).parameters
-                  else "force_all_finite")  # renamed in scikit-learn 1.6
         try:
             arr = check_array(X, dtype="numeric", ensure_2d=ndim == (2,), allow_nd=max(ndim) > 2,
-                              input_name=name, **{finite: False})
+                              input_name=name, **{_finite_kwarg(): False})
         except TypeError as exc:
             raise TypeError(f"{name}: {exc}") from exc
         arr = np.ascontiguousarray(arr)
