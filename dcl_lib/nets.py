@@ -1,22 +1,27 @@
-"""Building blocks shared by the methods: MLP stacks and the dense autoencoder.
+"""Building blocks shared by the methods: dense stacks, the dense autoencoder,
+convolutional generators / critics / encoders for images of any ``(C, H, W)`` with H
+and W divisible by 4 (28x28 MNIST, 32x32 CIFAR, 16x16 USPS), and K small MLPs run as
+one batched module.
 
-Every module takes its sizes as explicit arguments (no globals), so the
-chapters can build small versions for the quick profile and the papers'
-sizes for the full one.
+Every module takes its sizes as explicit arguments (no globals), so the chapters
+can build small versions for the quick profile and the papers' sizes for the full
+one.  Shapes are end-of-line comments in ``forward``.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["mlp", "MLPAutoencoder"]
+__all__ = ["mlp", "MLPAutoencoder", "init_normal_", "ConvTrunk", "ConvHead", "ConvGenerator",
+           "BatchedMLP"]
 
 
-def mlp(sizes: Sequence[int], act: type[nn.Module] = nn.ReLU, last_act: nn.Module | None = None
-        ) -> nn.Sequential:
-    """Linear layers of the given sizes with ``act`` between them.
+def mlp(sizes: Sequence[int], act: Callable[[], nn.Module] = nn.ReLU,
+        last_act: nn.Module | None = None) -> nn.Sequential:
+    """Linear layers of the given sizes with ``act()`` between them.
 
     ``mlp([784, 500, 10])`` is Linear(784, 500) -> ReLU -> Linear(500, 10);
     ``last_act`` is appended after the final layer when given.
@@ -52,3 +57,122 @@ class MLPAutoencoder(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.encode(x)  # (B, latent_dim)
         return z, self.decoder(z)  # (B, in_dim)
+
+
+# ---------------------------------------------------------------------------
+# Convolutional GAN parts (the DCGAN-style MNIST networks of InfoGAN / ClusterGAN)
+# ---------------------------------------------------------------------------
+
+def init_normal_(module: nn.Module, std: float = 0.02) -> nn.Module:
+    """Weights ~ N(0, std), biases 0 for every linear and (transposed) convolution,
+    the DCGAN initialisation; returns the module."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, std)
+            nn.init.zeros_(m.bias)
+    return module
+
+
+def _quarter(shape: Sequence[int]) -> tuple[int, int, int]:
+    c, h, w = (int(v) for v in shape)
+    if h % 4 or w % 4:
+        raise ValueError(f"image height and width must be divisible by 4 (two stride-2 layers), "
+                         f"got {h}x{w}")
+    return c, h // 4, w // 4
+
+
+class ConvTrunk(nn.Module):
+    """Conv C1 4x4 s2 -> LReLU(0.2) -> Conv C2 4x4 s2 -> LReLU -> FC hidden -> LReLU; no
+    batch normalisation (a WGAN-GP critic must not normalise across the batch)."""
+
+    def __init__(self, in_shape: Sequence[int], hidden: int, channels: tuple[int, int]):
+        super().__init__()
+        c, h4, w4 = _quarter(in_shape)
+        c1, c2 = channels
+        self.net = nn.Sequential(
+            nn.Conv2d(c, c1, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(c1, c2, 4, 2, 1), nn.LeakyReLU(0.2), nn.Flatten(),
+            nn.Linear(c2 * h4 * w4, hidden), nn.LeakyReLU(0.2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, hidden)
+
+
+class ConvHead(nn.Module):
+    """A :class:`ConvTrunk` and one linear output: a critic (``out_dim=1``) or an encoder.
+
+    Weights from N(0, 0.02) (:func:`init_normal_`)."""
+
+    def __init__(self, in_shape: Sequence[int], out_dim: int, hidden: int = 1024,
+                 channels: tuple[int, int] = (64, 128)):
+        super().__init__()
+        self.trunk = ConvTrunk(in_shape, hidden, channels)
+        self.out = nn.Linear(hidden, out_dim)
+        init_normal_(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.trunk(x))  # (B, out_dim)
+
+
+class ConvGenerator(nn.Module):
+    """z -> FC hidden, BN, ReLU -> FC (C2 H/4 W/4), BN, ReLU -> ConvT C1 4x4 s2, BN, ReLU
+    -> ConvT C 4x4 s2, sigmoid: an image of ``out_shape`` in [0, 1].
+
+    ``forward(*parts)`` concatenates its inputs, so ``G(z)`` and ``G(z_n, z_c)`` both work.
+    """
+
+    def __init__(self, latent_dim: int, out_shape: Sequence[int] = (1, 28, 28), hidden: int = 1024,
+                 channels: tuple[int, int] = (64, 128)):
+        super().__init__()
+        c, h4, w4 = _quarter(out_shape)
+        c1, c2 = channels
+        self.c2, self.h4, self.w4 = c2, h4, w4
+        self.fc = nn.Sequential(
+            nn.Linear(latent_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+            nn.Linear(hidden, c2 * h4 * w4), nn.BatchNorm1d(c2 * h4 * w4), nn.ReLU())
+        self.deconv = nn.Sequential(
+            nn.ConvTranspose2d(c2, c1, 4, 2, 1), nn.BatchNorm2d(c1), nn.ReLU(),
+            nn.ConvTranspose2d(c1, c, 4, 2, 1), nn.Sigmoid())
+        init_normal_(self)
+
+    def forward(self, *z: torch.Tensor) -> torch.Tensor:
+        h = self.fc(torch.cat(z, 1)).view(-1, self.c2, self.h4, self.w4)  # (B, C2, H/4, W/4)
+        return self.deconv(h)  # (B, C, H, W)
+
+
+# ---------------------------------------------------------------------------
+# K small MLPs as one module
+# ---------------------------------------------------------------------------
+
+class BatchedMLP(nn.Module):
+    """K independent MLPs with the same layer sizes, run as one batched matmul per layer.
+
+    Input (K, B, d_in) -> output (K, B, d_out): model k sees only row k.  Each model
+    is initialised as ``nn.Linear`` initialises itself (weights and biases uniform on
+    +-1/sqrt(fan_in)), so K of them behave like K separate ``mlp(sizes)``.
+    """
+
+    def __init__(self, n_models: int, sizes: Sequence[int],
+                 act: Callable[[], nn.Module] = nn.ReLU, last_act: nn.Module | None = None):
+        super().__init__()
+        if n_models < 1 or len(sizes) < 2:
+            raise ValueError(f"BatchedMLP needs n_models >= 1 and two sizes, got {n_models}, {sizes}")
+        self.n_models, self.sizes = int(n_models), tuple(sizes)
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            bound = 1.0 / math.sqrt(a)
+            self.weights.append(nn.Parameter(torch.empty(n_models, a, b).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(n_models, 1, b).uniform_(-bound, bound)))
+        self.act = act()
+        self.last_act = last_act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 3 or x.shape[0] != self.n_models:
+            raise ValueError(f"BatchedMLP expects (K={self.n_models}, B, d), got {tuple(x.shape)}")
+        n = len(self.weights)
+        for i, (W, b) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(b, x, W)  # (K, B, d_{i+1})
+            if i < n - 1:
+                x = self.act(x)
+        return self.last_act(x) if self.last_act is not None else x

@@ -75,12 +75,18 @@ def plot_confusion(y_true, y_pred, ax=None, title: str | None = None, normalize:
     return ax
 
 
-def plot_curves(history: dict[str, list], keys: list[str] | None = None, ax=None,
-                xlabel: str = "epoch", logy: bool = False):
-    """Training curves from a history dict of per-epoch scalars."""
+def plot_curves(history, keys: list[str] | None = None, ax=None, xlabel: str = "epoch",
+                logy: bool = False):
+    """Training curves from a :class:`~dcl_lib.train.History` (against its ``step``) or a
+    dict of per-epoch lists (against 1, 2, ...); default keys: the ``loss/*`` series."""
     ax = ax or plt.subplots(figsize=(5, 3))[1]
-    for k in keys or list(history):
-        ax.plot(np.arange(1, len(history[k]) + 1), history[k], label=k)
+    series = history.to_dict() if hasattr(history, "to_dict") else history
+    if keys is None:
+        keys = [k for k in series if k.startswith("loss/")] or \
+            [k for k, v in series.items() if isinstance(v, list) and k not in ("step", "seconds")]
+    for k in keys:
+        x = series["step"] if "step" in series else np.arange(1, len(series[k]) + 1)
+        ax.plot(x, series[k], label=k)
     ax.set_xlabel(xlabel)
     if logy:
         ax.set_yscale("log")

@@ -1,15 +1,31 @@
-"""Training utilities shared by every method.
+"""Loop helpers shared by every training method: plain functions and small objects,
+not a framework.  Each method writes its own loop (the loop is what the book teaches)
+from these parts:
 
-device choice, seeding, the two profiles, progress bars, atomic checkpoints
-with exact resume, and a guard against non-finite losses.
+* the device, seeding and seeded ``torch.Generator`` s on the training device;
+* :func:`make_adam` (fused kernels on CUDA), minibatch index streams drawn on the
+  device (:func:`minibatches`, :func:`random_batch`), batched no-grad inference
+  (:func:`batched`) and :func:`eval_mode`;
+* :class:`History` (standard keys ``step``, ``seconds``, ``acc``, ``loss/<name>``)
+  and :class:`LossWindow`, which carries **the one NaN/inf rule**: losses stay
+  tensors on the device inside a logging window (an epoch, or the steps between two
+  evaluations), and at the end of each window their means are computed with one
+  host synchronisation and checked; a non-finite mean stops training with
+  :class:`NonFiniteLossError` naming the loss, the step, the window and what to try;
+* :class:`TrainState`: an atomic, periodic training state (networks, optimisers,
+  every generator's state, progress, history) for an exact resume, separate from
+  the compact weight export of :func:`compact_state`;
+* progress bars, atomic checkpoints, compact (half / int8) weights.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
+import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -17,41 +33,38 @@ import torch
 from ._io import atomic_path
 
 __all__ = [
-    "PROFILES",
+    "History",
+    "LossWindow",
     "NonFiniteLossError",
+    "TrainState",
+    "TrainStateError",
+    "batched",
     "check_finite",
     "compact_state",
     "device_name",
+    "eval_mode",
     "get_device",
     "load_checkpoint",
     "load_compact_state",
+    "make_adam",
+    "minibatches",
     "progress",
-    "resolve_profile",
+    "random_batch",
     "rng_state",
     "save_checkpoint",
     "seed_everything",
+    "seeded_generator",
     "set_rng_state",
 ]
 
-PROFILES = ("quick", "full")
 
-
-def resolve_profile(profile: str | None = None) -> str:
-    """``quick`` (CPU, a subset, minutes) or ``full`` (paper scale, GPU).
-
-    ``None`` reads ``$DCL_PROFILE`` and falls back to ``quick``.
-    """
-    if profile is None:
-        profile = os.environ.get("DCL_PROFILE", "quick")
-    p = str(profile).strip().lower()
-    if p not in PROFILES:
-        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r} "
-                         f"(check the --profile flag or DCL_PROFILE)")
-    return p
-
+# ---------------------------------------------------------------------------
+# Device, seeds, generators
+# ---------------------------------------------------------------------------
 
 def get_device(device: str | torch.device | None = None) -> torch.device:
-    """The device to use: the one asked for, else CUDA when available, else CPU."""
+    """The device to use: the one asked for, else ``$DCL_DEVICE``, else CUDA when
+    available, else CPU."""
     if device is not None:
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
@@ -73,12 +86,12 @@ def device_name(device: torch.device) -> str:
 
 
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed python, numpy and torch (CPU and CUDA); return a torch Generator.
+    """Seed python, numpy and torch (CPU and CUDA); return a CPU torch Generator.
 
     Also asks cuDNN for deterministic kernels.  On CPU the same seed then
     gives the same result; on GPU some kernels stay non-deterministic.
     """
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     seed = int(seed)
     random.seed(seed)
@@ -86,24 +99,85 @@ def seed_everything(seed: int) -> torch.Generator:
     torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return g
+    return seeded_generator(seed)
+
+
+def seeded_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``seed``.
+
+    Random numbers drawn with it are made where the training runs, so on a GPU
+    no step waits for a host-to-device copy of an index or noise tensor.
+    """
+    return torch.Generator(device=torch.device(device)).manual_seed(int(seed))
+
+
+# ---------------------------------------------------------------------------
+# Optimiser, minibatches, inference
+# ---------------------------------------------------------------------------
+
+def make_adam(params: Iterable[torch.nn.Parameter], lr: float, device: str | torch.device,
+              betas: tuple[float, float] = (0.9, 0.999), **kw) -> torch.optim.Adam:
+    """Adam, with the fused kernel on CUDA (one launch per step instead of one per tensor).
+
+    On CPU the default implementation is used, so CPU results do not depend on it."""
+    fused = {"fused": True} if torch.device(device).type == "cuda" else {}
+    return torch.optim.Adam(params, lr=lr, betas=betas, **fused, **kw)
+
+
+def minibatches(n: int, batch_size: int, g: torch.Generator) -> list[torch.Tensor]:
+    """One epoch of minibatch indices: a permutation of ``range(n)`` drawn with ``g`` on
+    its device, cut into consecutive pieces of ``batch_size`` (the last one shorter)."""
+    perm = torch.randperm(n, generator=g, device=g.device)
+    return [perm[s:s + batch_size] for s in range(0, n, batch_size)]
+
+
+def random_batch(n: int, batch_size: int, g: torch.Generator) -> torch.Tensor:
+    """``batch_size`` indices drawn uniformly with replacement (GAN critic steps)."""
+    return torch.randint(n, (batch_size,), generator=g, device=g.device)
+
+
+@contextlib.contextmanager
+def eval_mode(*nets: torch.nn.Module | None) -> Iterator[None]:
+    """Put the networks in evaluation mode for the block; restore each one's mode after.
+
+    ``None`` entries are ignored, so optional networks can be passed as they are."""
+    modes = [(m, [s.training for s in m.modules()]) for m in nets if m is not None]
+    for m, _ in modes:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, flags in modes:
+            for sub, flag in zip(m.modules(), flags):
+                sub.training = flag
+
+
+@torch.no_grad()
+def batched(fn: Callable[[torch.Tensor], Any], X: torch.Tensor, batch_size: int = 2048,
+            nets: Iterable[torch.nn.Module | None] = ()) -> Any:
+    """``fn`` applied to ``X`` in slices of ``batch_size`` rows without gradients, the
+    outputs concatenated; ``fn`` may return a tensor or a tuple of tensors.
+
+    ``nets`` are held in evaluation mode for the call (and restored after)."""
+    with eval_mode(*nets):
+        outs = [fn(X[s:s + batch_size]) for s in range(0, len(X), batch_size)]
+    if isinstance(outs[0], tuple):
+        return tuple(torch.cat(parts) for parts in zip(*outs))
+    return torch.cat(outs)
 
 
 def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = "",
-             disable: bool | None = None, **kw):
-    """A tqdm progress bar; ``DCL_PROGRESS=0`` turns all of them off."""
+             verbose: bool = True, **kw):
+    """A tqdm progress bar, shown when ``verbose`` and ``$DCL_PROGRESS`` is not ``0``."""
     from tqdm import tqdm  # the text bar: works in terminals and notebooks without widgets
 
-    if disable is None:
-        disable = os.environ.get("DCL_PROGRESS", "1") == "0"
+    disable = not verbose or os.environ.get("DCL_PROGRESS", "1") == "0"
     return tqdm(iterable, total=total, desc=desc, disable=disable, leave=False,
                 dynamic_ncols=True, **kw)
 
 
 # ---------------------------------------------------------------------------
-# Non-finite guard
+# The NaN/inf rule, and the history of a run
 # ---------------------------------------------------------------------------
 
 class NonFiniteLossError(FloatingPointError):
@@ -111,21 +185,136 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def check_finite(value: torch.Tensor | float, name: str, step: int,
-                 hint: str = "lower the learning rate or check the input scaling") -> None:
+                 hint: str = "lower the learning rate or check the input scaling",
+                 where: str | None = None, unit: str = "step") -> None:
     """Stop training as soon as a loss is NaN/inf, saying which, when and what to try."""
     v = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
     if not math.isfinite(v):
-        raise NonFiniteLossError(
-            f"loss {name!r} became {v} at step {step}; {hint}."
-        )
+        at = f" ({where})" if where else ""
+        raise NonFiniteLossError(f"loss {name!r} became {v} at {unit} {step}{at}; {hint}.")
+
+
+class LossWindow:
+    """Detached loss tensors of one logging window, averaged and checked at its end.
+
+    ``add(critic=loss)`` keeps the tensor on its device (no host sync per step);
+    ``means(step, hint)`` makes one sync, checks every mean with :func:`check_finite`
+    and starts a new window.  ``weight`` gives a weighted mean (e.g. the batch size).
+    ``unit="epoch"``: the window is one epoch (the error then names the epoch).
+    """
+
+    def __init__(self, unit: str = "step") -> None:
+        self.unit = unit
+        self._values: dict[str, list[torch.Tensor]] = {}
+        self._weights: dict[str, list[float]] = {}
+        self.first_step: int | None = None
+
+    def add(self, step: int | None = None, weight: float = 1.0, **losses: torch.Tensor) -> None:
+        if self.first_step is None:
+            self.first_step = step
+        for k, v in losses.items():
+            self._values.setdefault(k, []).append(v.detach())
+            self._weights.setdefault(k, []).append(float(weight))
+
+    def means(self, step: int, hint: str = "lower the learning rate or check the input scaling"
+              ) -> dict[str, float]:
+        names = list(self._values)
+        if not names:
+            return {}
+        stacked = torch.stack([torch.stack(self._values[k]).double().mul(
+            torch.tensor(self._weights[k], dtype=torch.float64, device=self._values[k][0].device)
+        ).sum() / sum(self._weights[k]) for k in names]).tolist()  # one host sync
+        window = ("mean over the epoch's minibatches" if self.unit == "epoch"
+                  else f"mean over steps {self.first_step}..{step}")
+        for k, v in zip(names, stacked):
+            check_finite(v, k, step, hint=hint, where=window, unit=self.unit)
+        self.__init__(self.unit)
+        return dict(zip(names, stacked))
+
+
+class History:
+    """What a training loop logs at each evaluation, as lists of scalars.
+
+    Standard keys: ``step`` (the loop's own unit: epoch or generator step),
+    ``seconds`` (training time so far, resumed runs included), ``acc`` (NaN when no
+    labels are given), ``loss/<name>``; a method may log any other series (cluster
+    sizes, a diagnostic).  ``stopped_at`` is the step at which a time budget cut
+    the run (``None`` when it ran its schedule).
+    """
+
+    def __init__(self, y: torch.Tensor | np.ndarray | None = None) -> None:
+        self.series: dict[str, list] = {"step": [], "seconds": [], "acc": []}
+        self.scalars: dict[str, Any] = {"stopped_at": None}
+        self._y = y
+        self._t0 = time.perf_counter()
+
+    # -- logging ---------------------------------------------------------
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._t0
+
+    def acc(self, labels) -> float:
+        """ACC of ``labels`` against the evaluation labels, NaN without them."""
+        if self._y is None:
+            return float("nan")
+        from .metrics import cluster_acc
+
+        return cluster_acc(self._y, labels)
+
+    def log(self, step: int, labels=None, losses: Mapping[str, float] | None = None,
+            **series: Any) -> None:
+        """Append one evaluation: ``labels`` give ``acc``, ``losses`` become ``loss/<name>``."""
+        row = {"step": int(step), "seconds": self.elapsed(),
+               "acc": self.acc(labels) if labels is not None else float("nan")}
+        row.update({f"loss/{k}": float(v) for k, v in (losses or {}).items()})
+        row.update(series)
+        for k, v in row.items():
+            self.series.setdefault(k, []).append(v)
+
+    def last(self, key: str, default=None):
+        s = self.series.get(key)
+        return s[-1] if s else default
+
+    def __getitem__(self, key: str):
+        return self.series[key] if key in self.series else self.scalars[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.series or key in self.scalars
+
+    # -- time to accuracy ---------------------------------------------------
+    def time_to_acc(self, target: float) -> dict[str, float | int | None]:
+        """The first evaluation whose ACC reached ``target``: its seconds and step
+        (``None`` when never reached)."""
+        for t, s, a in zip(self.series["seconds"], self.series["step"], self.series["acc"]):
+            if a is not None and a >= target:
+                return {"target": target, "seconds": t, "step": s}
+        return {"target": target, "seconds": None, "step": None}
+
+    # -- (de)serialisation ----------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.series, **self.scalars}
+
+    def load(self, d: Mapping[str, Any]) -> None:
+        """Continue from a saved :meth:`to_dict` (a resumed run): the clock goes on from
+        ``d["elapsed"]`` (else from the last logged ``seconds``)."""
+        d = dict(d)
+        elapsed = d.pop("elapsed", None)
+        for k, v in d.items():
+            if isinstance(v, list):
+                self.series[k] = list(v)
+            else:
+                self.scalars[k] = v
+        if elapsed is None and self.series["seconds"]:
+            elapsed = self.series["seconds"][-1]
+        if elapsed is not None:
+            self._t0 = time.perf_counter() - float(elapsed)
 
 
 # ---------------------------------------------------------------------------
-# Checkpoints
+# RNG states and checkpoints
 # ---------------------------------------------------------------------------
 
 def rng_state() -> dict[str, Any]:
-    """Every RNG state needed for an exact resume, in a weights_only-safe form."""
+    """Every global RNG state needed for an exact resume, in a weights_only-safe form."""
     version, internal, gauss_next = random.getstate()
     state = {
         "python": list(internal),
@@ -176,6 +365,157 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise FileNotFoundError(f"no checkpoint at {path}")
     return torch.load(path, map_location=map_location, weights_only=True)
 
+
+# ---------------------------------------------------------------------------
+# The training state of a run: exact resume
+# ---------------------------------------------------------------------------
+
+class TrainStateError(ValueError):
+    """A training state file that cannot be resumed from (truncated, foreign, other run)."""
+
+
+class TrainState:
+    """An atomic, periodic snapshot of a training run, for an exact resume.
+
+    A method's loop calls :meth:`attach` once with its networks, optimisers and
+    ``torch.Generator`` s and its :class:`History`, then :meth:`restore` (``{}`` for a
+    fresh run, else the progress it saved: phase, step, any tensors) and, at each
+    safe point (end of an epoch, an evaluation), :meth:`maybe_save` with its progress.
+    The global RNGs (torch CPU/CUDA, numpy, python) are saved too.
+
+    ``path=None`` disables saving (the default in notebooks); ``every_s`` is the
+    minimum time between two saves (0: at every safe point); ``budget_s`` stops the
+    run at the first safe point after that much training time (:meth:`out_of_time`),
+    saving the state so that a later ``--resume`` continues it.  ``identity`` (method,
+    config, seed, data) must match the file's on resume, or :class:`TrainStateError`
+    says what differs.
+    """
+
+    FORMAT = "dcl-train-state/1"
+
+    def __init__(self, path: str | os.PathLike | None = None, every_s: float = 60.0,
+                 identity: Mapping[str, Any] | None = None, resume: bool = False,
+                 budget_s: float | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.every_s, self.identity, self.resume, self.budget_s = every_s, dict(identity or {}), \
+            resume, budget_s
+        self.resumed_from: dict[str, Any] | None = None
+        self.stopped_at: int | None = None
+        self.saves = 0
+        self._objects: dict[str, dict] = {}
+        self._history: History | None = None
+        self._t_start = time.perf_counter()
+        self._t_saved = self._t_start
+
+    # -- what a loop calls ---------------------------------------------------
+    def attach(self, modules: Mapping[str, torch.nn.Module | None] = (),
+               optimizers: Mapping[str, torch.optim.Optimizer] = (),
+               generators: Mapping[str, torch.Generator] = (), history: History | None = None
+               ) -> "TrainState":
+        self._objects = {"modules": {k: v for k, v in dict(modules).items() if v is not None},
+                         "optimizers": dict(optimizers), "generators": dict(generators)}
+        self._history = history
+        return self
+
+    def restore(self) -> dict[str, Any]:
+        """Load the saved state into the attached objects; return its progress dict."""
+        if not (self.resume and self.path is not None and self.path.exists()):
+            return {}
+        snap = self._read()
+        objs = self._objects
+        for group in ("modules", "optimizers", "generators"):
+            missing = set(objs[group]) ^ set(snap[group])
+            if missing:
+                raise TrainStateError(f"{self.path}: the saved {group} {sorted(snap[group])} do not "
+                                      f"match this run's {sorted(objs[group])}")
+        for k, m in objs["modules"].items():
+            m.load_state_dict(snap["modules"][k])
+        for k, o in objs["optimizers"].items():
+            o.load_state_dict(snap["optimizers"][k])
+        for k, g in objs["generators"].items():
+            g.set_state(snap["generators"][k])
+        set_rng_state(snap["rng"])
+        if self._history is not None:
+            self._history.load({**snap["history"], "elapsed": snap["elapsed"]})
+        self.resumed_from = {"elapsed": snap["elapsed"], **{k: v for k, v in snap["progress"].items()
+                                                            if not isinstance(v, torch.Tensor)}}
+        return dict(snap["progress"])
+
+    def out_of_time(self) -> bool:
+        """True once this process has trained for ``budget_s`` seconds."""
+        return self.budget_s is not None and time.perf_counter() - self._t_start > self.budget_s
+
+    def maybe_save(self, force: bool = False, **progress: Any) -> bool:
+        """Save if ``every_s`` has passed since the last save (or ``force``)."""
+        if self.path is None:
+            return False
+        now = time.perf_counter()
+        if not force and now - self._t_saved < self.every_s:
+            return False
+        objs = self._objects
+        h = self._history
+        snap = {
+            "format": self.FORMAT,
+            "identity": self.identity,
+            "modules": {k: m.state_dict() for k, m in objs.get("modules", {}).items()},
+            "optimizers": {k: o.state_dict() for k, o in objs.get("optimizers", {}).items()},
+            "generators": {k: g.get_state() for k, g in objs.get("generators", {}).items()},
+            "rng": rng_state(),
+            "progress": progress,
+            "history": h.to_dict() if h is not None else {},
+            "elapsed": h.elapsed() if h is not None else now - self._t_start,
+        }
+        save_checkpoint(self.path, snap)
+        self._t_saved = time.perf_counter()
+        self.saves += 1
+        return True
+
+    def checkpoint(self, at: int, final: bool = False, **progress: Any) -> bool:
+        """At a safe point of the loop (step or epoch ``at``): save if due; return True
+        when the time budget is spent and the run should stop here (the state is then
+        saved for a resume).  ``final``: the schedule's last step, nothing to stop."""
+        if not final and self.out_of_time():
+            self.stop(at, **progress)
+            return True
+        self.maybe_save(**progress)
+        return False
+
+    def stop(self, at: int, **progress: Any) -> None:
+        """The budget ran out at step ``at``: record it and save the state to resume from."""
+        self.stopped_at = at
+        if self._history is not None:
+            self._history.scalars["stopped_at"] = at
+        self.maybe_save(force=True, **progress)
+
+    def remove(self) -> None:
+        """Delete the state file (the run completed: its weights are exported)."""
+        if self.path is not None and self.path.exists():
+            self.path.unlink()
+
+    # -- reading -----------------------------------------------------------
+    def _read(self) -> dict[str, Any]:
+        try:
+            snap = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated zip, not a torch file, unpickling refused
+            raise TrainStateError(
+                f"cannot read the training state {self.path} ({type(exc).__name__}: {exc}); it is "
+                f"truncated or not a training state. Delete it to start the run over.") from exc
+        if not isinstance(snap, dict) or snap.get("format") != self.FORMAT:
+            fmt = snap.get("format") if isinstance(snap, dict) else type(snap).__name__
+            raise TrainStateError(f"{self.path} is not a dcl training state (format {fmt!r}, expected "
+                                  f"{self.FORMAT!r}). Delete it to start the run over.")
+        saved = snap.get("identity", {})
+        diff = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in self.identity.items()
+                if saved.get(k) != v]
+        if diff:
+            raise TrainStateError(f"{self.path} belongs to another run ({'; '.join(diff)}). "
+                                  f"Delete it or run without --resume.")
+        return snap
+
+
+# ---------------------------------------------------------------------------
+# Compact weights: the small exports committed beside results
+# ---------------------------------------------------------------------------
 
 _SCALE = ".int8_scale"  # suffix of the per-row scales of an int8-stored matrix
 

@@ -25,8 +25,8 @@ def test_training_lowers_reconstruction_and_is_deterministic():
     cfg = AutoencoderConfig(hidden=(64, 32), latent_dim=5, epochs=8, batch_size=64)
     m1, h1 = train_autoencoder(X, cfg, seed=3)
     m2, h2 = train_autoencoder(X, cfg, seed=3)
-    assert h1["recon"][-1] < 0.8 * h1["recon"][0]
-    assert h1 == h2
+    assert h1["loss/recon"][-1] < 0.8 * h1["loss/recon"][0]
+    assert h1["loss/recon"] == h2["loss/recon"] and h1["step"] == list(range(1, 9))
     assert torch.equal(encode(m1, X), encode(m2, X))
     assert encode(m1, X).shape == (600, 5)
 
@@ -35,7 +35,7 @@ def test_runner_gmm_ae_on_digits(tmp_path):
     rec = run("gmm-ae", "digits", "quick", seed=0, out_dir=tmp_path,
               overrides={"hidden": (64,), "epochs": 3, "n_init": 1})
     saved = json.loads((tmp_path / "gmm-ae" / "digits-all-quick-seed0.json").read_text())
-    assert saved["config"]["hidden"] == [64] and len(saved["history"]["recon"]) == 3
+    assert saved["config"]["hidden"] == [64] and len(saved["history"]["loss/recon"]) == 3
     assert saved["metrics"]["acc"] > 0.3
     ck = load_checkpoint(tmp_path / "gmm-ae" / saved["checkpoint"])
     assert ck["means"].shape == (10, 10) and ck["encoder"]["0.weight"].dtype == torch.float16

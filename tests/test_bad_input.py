@@ -8,7 +8,8 @@ from dcl_lib.methods import KMeans
 from dcl_lib.metrics import cluster_acc, evaluate, nmi
 from dcl_lib.plots import image_grid
 from dcl_lib.runner import run
-from dcl_lib.train import get_device, resolve_profile, seed_everything
+from dcl_lib.config import resolve_profile
+from dcl_lib.train import get_device, seed_everything
 
 X = np.random.default_rng(0).normal(size=(20, 3))
 

@@ -5,56 +5,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dcl_lib.gan import sample_prior
 from dcl_lib.methods.clustergan import (ClusterGAN, ClusterGANConfig, Critic, Encoder, Generator,
-                                        backprop_decode, critic_loss, generator_encoder_loss,
-                                        gradient_penalty, sample_prior)
-
-
-def test_prior_statistics():
-    g = torch.Generator().manual_seed(0)
-    z_n, z_c, k = sample_prior(20000, 30, 10, 0.1, g)
-    assert z_n.shape == (20000, 30) and z_c.shape == (20000, 10)
-    assert torch.equal(z_c.argmax(1), k) and torch.all(z_c.sum(1) == 1)
-    assert abs(float(z_n.std()) - 0.1) < 0.002 and abs(float(z_n.mean())) < 0.002
-    counts = torch.bincount(k, minlength=10).float() / 20000
-    assert torch.all((counts - 0.1).abs() < 0.01)
-
-
-class _Linear(torch.nn.Module):
-    """D(x) = w . x: its input gradient is w everywhere, so GP = (||w|| - 1)^2."""
-
-    def __init__(self, w):
-        super().__init__()
-        self.w = torch.nn.Parameter(w)
-
-    def forward(self, x):
-        return x.flatten(1) @ self.w
-
-
-def test_gradient_penalty_on_a_linear_critic():
-    w = torch.tensor([3.0, 4.0])  # ||w|| = 5
-    real, fake = torch.randn(8, 2), torch.randn(8, 2)
-    gp = gradient_penalty(_Linear(w), real, fake, torch.Generator().manual_seed(0))
-    assert float(gp.detach()) == pytest.approx((5.0 - 1.0) ** 2)
-
-
-def test_gradient_penalty_per_sample_interpolation():
-    """With D(x) = ||x||^2 / 2 the gradient at x_hat is x_hat itself."""
-    class Quadratic(torch.nn.Module):
-        def forward(self, x):
-            return 0.5 * (x.flatten(1) ** 2).sum(1)
-
-    real, fake = torch.randn(16, 3), torch.randn(16, 3)
-    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    gp = gradient_penalty(Quadratic(), real, fake, g1)
-    eps = torch.rand(16, 1, generator=g2)
-    x_hat = eps * real + (1 - eps) * fake
-    assert float(gp.detach()) == pytest.approx(float(((x_hat.norm(dim=1) - 1) ** 2).mean()), rel=1e-6)
+                                        backprop_decode, generator_encoder_loss)
 
 
 def test_losses_against_hand_computation():
-    d_real, d_fake = torch.tensor([1.0, 3.0]), torch.tensor([0.5, -0.5])
-    assert float(critic_loss(d_real, d_fake, torch.tensor(0.2), 10.0)) == pytest.approx(0 - 2 + 2)
+    d_fake = torch.tensor([0.5, -0.5])
     z_n, zn_hat = torch.zeros(2, 3), torch.ones(2, 3)
     k, logits = torch.tensor([0, 1]), torch.tensor([[2.0, 0.0], [0.0, 0.0]])
     total, mse, ce = generator_encoder_loss(d_fake, z_n, k, zn_hat, logits, beta_n=10, beta_c=2)
@@ -101,8 +58,8 @@ def test_tiny_fit_is_deterministic():
 
 def test_bad_input():
     cfg = ClusterGANConfig(hidden=8, channels=(2, 2), iterations=1)
-    with pytest.raises(ValueError, match=r"\(N, 1, 28, 28\)"):
-        ClusterGAN(2, cfg).fit(torch.rand(10, 1, 16, 16))
+    with pytest.raises(ValueError, match=r"H and W divisible by 4"):
+        ClusterGAN(2, cfg).fit(torch.rand(10, 1, 30, 30))
     with pytest.raises(ValueError, match="scaled to \\[0, 1\\]"):
         ClusterGAN(2, cfg).fit(torch.rand(10, 1, 28, 28) * 255)
 
@@ -191,16 +148,19 @@ def test_nonfinite_loss_stops_training_at_the_next_evaluation():
     x = torch.rand(64, 1, 28, 28)  # synthetic: checks the guard only
     cfg = ClusterGANConfig(n_clusters=3, hidden=16, channels=(2, 4), iterations=6, batch_size=8,
                            eval_every=3, gp_weight=float("nan"))
-    with pytest.raises(NonFiniteLossError, match=r"'critic' became nan at step 3.*steps 1\.\.3"):
+    with pytest.raises(NonFiniteLossError, match=r"'critic' became nan at step 3 \(mean over steps 1\.\.3\)"):
         train_clustergan(x, cfg, seed=0, device="cpu", verbose=False)
 
 
 def test_time_budget_stops_and_evaluates():
     from dcl_lib.methods.clustergan import train_clustergan
 
+    from dcl_lib.train import TrainState
+
     x = torch.rand(64, 1, 28, 28)  # synthetic: checks the schedule only
     cfg = ClusterGANConfig(n_clusters=3, hidden=16, channels=(2, 4), iterations=10_000, batch_size=8,
-                           eval_every=10_000, time_budget_s=0.0)
-    *_, hist = train_clustergan(x, cfg, seed=0, device="cpu", verbose=False)
+                           eval_every=10_000)
+    *_, hist = train_clustergan(x, cfg, seed=0, device="cpu", state=TrainState(budget_s=0.0),
+                                verbose=False)
     assert hist["stopped_at"] == 50 and hist["step"] == [50]  # checked every 50 steps
     assert len(hist["acc"]) == len(hist["diversity"]) == 1

@@ -127,5 +127,5 @@ def test_nonfinite_loss_stops_at_the_end_of_the_epoch():
     x[3, 0, 5, 5] = float("nan")
     cfg = DepictConfig(n_clusters=3, channels=4, batch_size=16, pretrain_epochs=2, warmup_epochs=1,
                        epochs=1, kmeans_n_init=1)
-    with pytest.raises(NonFiniteLossError, match=r"'reconstruction \(epoch mean\)' became nan at step 1"):
+    with pytest.raises(NonFiniteLossError, match=r"'recon' became nan at epoch 1 \(mean over the epoch's minibatches\); pretraining"):
         fit_depict(x, cfg, seed=0, device="cpu", verbose=False)

@@ -9,9 +9,10 @@ from scipy.stats import multivariate_normal
 from sklearn.mixture import GaussianMixture as SKGaussianMixture
 
 import dcl_lib.methods.gmm as gmm_mod
+from dcl_lib.em import hard_em, kl_rows, perturb_responsibilities
 from dcl_lib.methods.gmm import (ConvergenceWarning, GaussianMixture, cholesky, e_step,
-                                 epsilon_em, hard_em, kl_rows, log_gaussian_full, m_step,
-                                 m_step_decrease_bound, pca_project, perturb_responsibilities)
+                                 epsilon_em, log_gaussian_full, m_step, m_step_decrease_bound,
+                                 pca_project)
 
 
 def _mixture(seed, n=3000, d=4, K=3, spread=4.0):

@@ -54,6 +54,13 @@ def test_cli_several_seeds(tmp_path):
     (["run", "kmeans", "--profile", "medium"], "profile must be one of"),
     (["run", "kmeans", "--dataset", "digits", "--split", "test"], "has splits ['all'], not 'test'"),
     (["run", "kmeans", "--dataset", "digits", "--set", "bogus=1"], "unknown config field"),
+    (["run", "kmeans", "--dataset", "digits", "--set", "n_init=2.5"], "n_init must be an integer"),
+    (["run", "depict", "--dataset", "digits", "--set", "detach_targets=1"],
+     "detach_targets must be True or False"),
+    (["run", "clustergan", "--dataset", "digits", "--set", "channels=(1, 2, 3)"],
+     "channels must have 2 entries"),
+    (["run", "kmeans", "--dataset", "digits", "--seed", "0", "--set", "n_init"],
+     "--set expects FIELD=VALUE"),
 ])
 def test_cli_bad_requests_fail_and_write_nothing(tmp_path, args, message):
     r = _cli(*args, "--out", str(tmp_path / "out"), cwd=tmp_path)
@@ -91,3 +98,29 @@ def test_results_json_is_strict():
     out = _jsonable({"t": float("nan"), "u": np.float32(np.inf), "v": [1.5, np.int64(2)]})
     assert out == {"t": None, "u": None, "v": [1.5, 2]}
     json.dumps(out, allow_nan=False)
+
+
+def test_registry_drives_the_cli_and_every_spec_resolves():
+    from dcl_lib.methods import REGISTRY, get_spec, method_names
+
+    r = _cli("list", cwd=Path.cwd())
+    assert r.returncode == 0
+    for name in method_names():
+        spec = get_spec(name)
+        assert callable(spec.fit) and spec.description in r.stdout
+        assert f"method   {name}" in r.stdout
+    assert set(method_names()) == set(REGISTRY)
+    with pytest.raises(ValueError, match="unknown method 'nosuch'"):
+        get_spec("nosuch")
+
+
+def test_resolve_types_overrides_and_records_a_reproducing_command(tmp_path):
+    from dcl_lib.runner import resolve
+
+    plan = resolve("clustergan", "digits", "quick", seed=2, overrides={"channels": "(8, 16)",
+                   "lr": "2e-4"}, out_dir=tmp_path)
+    assert plan.cfg.channels == (8, 16) and plan.cfg.lr == 2e-4 and plan.split == "all"
+    assert "--set 'channels=(8, 16)' --set lr=0.0002" in plan.command
+    assert plan.state_path.name == "digits-all-quick-seed2.train-state.pt"
+    assert plan.weights_path.name == "digits-all-quick-seed2.pt"
+    assert not tmp_path.exists() or not list(tmp_path.iterdir())  # nothing written

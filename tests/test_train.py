@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from dcl_lib.train import (NonFiniteLossError, check_finite, load_checkpoint, resolve_profile,
+from dcl_lib.config import resolve_profile
+from dcl_lib.train import (NonFiniteLossError, check_finite, load_checkpoint,
                            save_checkpoint, seed_everything)
 
 
@@ -139,3 +140,143 @@ def test_compact_state_round_trip():
     assert int(other[1].num_batches_tracked) == 1
     load_compact_state(other, half)
     assert torch.allclose(other[0].weight, w, atol=1e-3, rtol=1e-3)
+
+
+# ---------------------------------------------------------------------------
+# Loop helpers
+# ---------------------------------------------------------------------------
+
+def test_loss_window_weighted_means_and_the_nan_rule():
+    from dcl_lib.train import LossWindow
+
+    w = LossWindow()
+    vals, weights = [1.0, 2.0, 4.0], [10, 10, 5]
+    for i, (v, n) in enumerate(zip(vals, weights)):
+        w.add(i + 1, weight=n, recon=torch.tensor(v))
+    w.add(3, critic=torch.tensor(-1.0))
+    means = w.means(3)
+    assert means["recon"] == pytest.approx(np.average(vals, weights=weights))
+    assert means["critic"] == -1.0 and w.means(4) == {}  # a new window after each mean
+    w.add(5, critic=torch.tensor(1.0))
+    w.add(6, critic=torch.tensor(float("inf")))
+    with pytest.raises(NonFiniteLossError, match=r"'critic' became inf at step 6 \(mean over steps 5\.\.6\); try this"):
+        w.means(6, hint="try this")
+
+
+def test_history_standard_keys_time_to_acc_and_round_trip():
+    from dcl_lib.train import History
+
+    y = np.array([0, 0, 1, 1])
+    h = History(y)
+    h.log(1, np.array([0, 1, 0, 1]), {"critic": 2.0}, sizes=[2, 2])
+    h.log(2, np.array([1, 1, 0, 0]), {"critic": 1.0}, sizes=[2, 2])
+    assert h["acc"] == [0.5, 1.0] and h["loss/critic"] == [2.0, 1.0] and h["step"] == [1, 2]
+    tta = h.time_to_acc(0.9)
+    assert tta["step"] == 2 and tta["seconds"] == h["seconds"][1]
+    assert h.time_to_acc(1.01) == {"target": 1.01, "seconds": None, "step": None}
+    h2 = History()
+    h2.load({**h.to_dict(), "elapsed": 100.0})
+    assert h2.to_dict() == h.to_dict() and h2.elapsed() >= 100.0
+    assert np.isnan(History().acc([0, 1]))  # no labels: NaN
+
+
+def test_eval_mode_restores_each_submodule():
+    from dcl_lib.train import eval_mode
+
+    net = torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.BatchNorm1d(3))
+    net[1].eval()  # mixed modes
+    with eval_mode(net, None):
+        assert not any(m.training for m in net.modules())
+    assert net.training and net[0].training and not net[1].training
+
+
+def test_batched_equals_one_pass_without_gradients():
+    from dcl_lib.train import batched
+
+    lin = torch.nn.Linear(5, 3)
+    X = torch.randn(101, 5)
+    z, p = batched(lambda x: (lin(x), torch.softmax(lin(x), 1)), X, batch_size=16, nets=(lin,))
+    assert torch.allclose(z, lin(X)) and not z.requires_grad and p.shape == (101, 3)
+
+
+def test_minibatches_partition_and_random_batch():
+    from dcl_lib.train import minibatches, random_batch, seeded_generator
+
+    parts = minibatches(103, 10, seeded_generator(0))
+    assert [len(p) for p in parts] == [10] * 10 + [3]
+    assert sorted(torch.cat(parts).tolist()) == list(range(103))
+    again = minibatches(103, 10, seeded_generator(0))
+    assert all(torch.equal(a, b) for a, b in zip(parts, again))  # seeded: same order
+    b = random_batch(7, 1000, seeded_generator(1))
+    assert b.min() >= 0 and b.max() <= 6 and len(b) == 1000
+
+
+def test_make_adam_is_unfused_on_cpu():
+    from dcl_lib.train import make_adam
+
+    opt = make_adam(torch.nn.Linear(2, 2).parameters(), 1e-3, "cpu", betas=(0.5, 0.9))
+    assert not opt.param_groups[0].get("fused") and opt.param_groups[0]["betas"] == (0.5, 0.9)
+
+
+# ---------------------------------------------------------------------------
+# TrainState: exact resume, bad files
+# ---------------------------------------------------------------------------
+
+def _tiny_loop(state, steps=12):
+    """A loop with dropout (global RNG), a seeded generator and Adam, resumable per step."""
+    from dcl_lib.train import History, seeded_generator
+
+    torch.manual_seed(0)
+    g = seeded_generator(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Dropout(0.3), torch.nn.Linear(8, 1))
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    hist = History()
+    state.attach({"net": net}, {"opt": opt}, {"g": g}, hist)
+    start = state.restore().get("step", 0)
+    for step in range(start + 1, steps + 1):
+        x = torch.randn(16, 3, generator=g)
+        loss = (net(x) - x.sum(1, keepdim=True)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        hist.log(step, losses={"mse": float(loss.detach())})
+        if state.checkpoint(step, final=step == steps, step=step):
+            break
+    return net, hist
+
+
+def test_train_state_budget_stops_and_resume_is_exact(tmp_path):
+    from dcl_lib.train import TrainState
+
+    ref, ref_hist = _tiny_loop(TrainState())
+    path = tmp_path / "s.train-state.pt"
+    rounds = 0
+    while True:  # budget 0: each call runs one step, saves and stops
+        st = TrainState(path, every_s=1e9, identity={"seed": 0}, resume=True, budget_s=0.0)
+        net, hist = _tiny_loop(st)
+        rounds += 1
+        if st.stopped_at is None:
+            break
+        assert st.stopped_at == rounds and hist["stopped_at"] == rounds
+    assert rounds == 12
+    for a, b in zip(ref.state_dict().values(), net.state_dict().values()):
+        assert torch.equal(a, b)
+    assert hist["loss/mse"] == ref_hist["loss/mse"] and hist["step"] == list(range(1, 13))
+
+
+def test_train_state_refuses_truncated_foreign_and_other_runs(tmp_path):
+    from dcl_lib.train import TrainState, TrainStateError
+
+    path = tmp_path / "s.pt"
+    st = TrainState(path, every_s=0, identity={"seed": 0, "config": {"lr": 0.1}})
+    _tiny_loop(st, steps=2)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(TrainStateError, match="truncated or not a training state"):
+        _tiny_loop(TrainState(path, identity={"seed": 0, "config": {"lr": 0.1}}, resume=True))
+    torch.save({"model": {}}, path)
+    with pytest.raises(TrainStateError, match="not a dcl training state"):
+        _tiny_loop(TrainState(path, resume=True))
+    path.write_bytes(data)
+    with pytest.raises(TrainStateError, match=r"another run \(config: saved \{'lr': 0.1\}, now \{'lr': 0.2\}"):
+        _tiny_loop(TrainState(path, identity={"seed": 0, "config": {"lr": 0.2}}, resume=True))

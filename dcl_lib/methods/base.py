@@ -16,33 +16,51 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClusterMixin
 
-from ..train import get_device
+from ..train import History, TrainState, get_device
 
-__all__ = ["ClusterEstimator", "FitResult", "MethodSpec", "as_tensor", "check_n_clusters",
-           "seed_from"]
+__all__ = ["ClusterEstimator", "FitResult", "MethodSpec", "RunContext", "as_tensor",
+           "check_n_clusters", "seed_from"]
+
+
+@dataclass
+class RunContext:
+    """What the runner hands a method's ``fit`` besides the data and the config."""
+
+    seed: int
+    device: torch.device
+    state: TrainState = field(default_factory=TrainState)  # saving disabled unless a path is set
+    verbose: bool = True
 
 
 @dataclass
 class FitResult:
-    """What a method's runner ``fit`` function returns."""
+    """What a method's runner ``fit`` function returns.
+
+    ``state``: the compact weight export (tensors) or None; ``history``: a
+    :class:`~dcl_lib.train.History` or a plain dict of traces (EM); ``extra_metrics``:
+    scalars recorded beside ACC/NMI/ARI.
+    """
 
     labels: np.ndarray
-    state: dict[str, Any] | None = None  # tensors to checkpoint, or None
-    history: dict[str, list] = field(default_factory=dict)
+    state: dict[str, Any] | None = None
+    history: History | dict[str, Any] = field(default_factory=dict)
     extra_metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """How the runner calls a method.
+    """How the runner calls a method (one registry line names it).
 
-    ``config`` is a dataclass with a ``for_profile(profile)`` classmethod;
-    ``fit(data, cfg, seed, device)`` returns a :class:`FitResult`.
+    ``config``: a frozen dataclass deriving from :class:`~dcl_lib.config.MethodConfig`
+    (paper defaults, per-profile changes as data); ``fit(data, cfg, ctx)`` returns a
+    :class:`FitResult`; ``target_acc``: the paper's accuracy, for the time-to-accuracy
+    the runner records (None: not tracked).
     """
 
     config: type
     fit: Callable[..., FitResult]
     description: str
+    target_acc: float | None = None
 
 
 @functools.cache

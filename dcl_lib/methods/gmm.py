@@ -1,9 +1,10 @@
 """Gaussian mixtures fitted by EM, in PyTorch (CPU or GPU), plus the pieces
 of the ε-EM argument.
 
-Order of the file: pure maths (log densities, E-step, M-step, lower bound,
-the perturbed E-step and the hard-EM loop of the ε-EM chapter) -> the EM
-loop -> the estimator -> the runner entries.
+Order of the file: pure maths (log densities, E-step, M-step, the M-step's
+reg_covar bound, EM with an inexact E-step) -> the EM loop -> the estimator ->
+the runner entries.  The parts that do not depend on Gaussians (the E-step from a
+log joint, the perturbed E-step, hard EM) live in :mod:`dcl_lib.em`.
 
 Conventions follow scikit-learn's ``GaussianMixture`` so the two can be
 compared number for number: ``lower_bound_`` is the mean per-sample
@@ -12,18 +13,20 @@ its change, and ``reg_covar`` is added to every covariance diagonal.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, fields
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
 
+from ..config import MethodConfig
+from ..em import kl_rows, perturb_responsibilities, responsibilities
 from ..train import compact_state, progress
 from .autoencoder import AutoencoderConfig, encode, train_autoencoder
-from .base import ClusterEstimator, FitResult, MethodSpec, as_tensor, check_n_clusters, seed_from
+from .base import (ClusterEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters,
+                   seed_from)
 from .kmeans import KMeans, kmeans_plusplus
 
 __all__ = [
@@ -34,11 +37,10 @@ __all__ = [
     "estimate_log_prob",
     "e_step",
     "m_step",
-    "kl_rows",
-    "perturb_responsibilities",
     "m_step_decrease_bound",
-    "hard_em",
     "epsilon_em",
+    "em",
+    "EMResult",
     "pca_project",
     "GMMConfig",
     "GMMAEConfig",
@@ -119,8 +121,7 @@ def e_step(X: torch.Tensor, log_pi: torch.Tensor, mu: torch.Tensor, cov: torch.T
     Returns (log_gamma (N, K), log p(x_i) (N,)).
     """
     a = log_pi[None, :] + estimate_log_prob(X, mu, cov, covariance_type)  # (N, K)
-    log_px = torch.logsumexp(a, dim=1)  # (N,)
-    return a - log_px[:, None], log_px
+    return responsibilities(a)
 
 
 def m_step(X: torch.Tensor, gamma: torch.Tensor, covariance_type: str = "full",
@@ -172,48 +173,6 @@ def cholesky(Sigma: torch.Tensor) -> torch.Tensor:
 # The ε-EM argument: an inexact E-step with a controlled KL error
 # ---------------------------------------------------------------------------
 
-def kl_rows(log_q: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
-    """KL(q_i || p_i) for each row of two (N, K) log-probability tables."""
-    q = log_q.exp()
-    return torch.where(q > 0, q * (log_q - log_p), torch.zeros_like(q)).sum(1)
-
-
-def perturb_responsibilities(log_gamma: torch.Tensor, eps_total: float, iters: int = 60
-                             ) -> tuple[torch.Tensor, float]:
-    """An inexact E-step: q with sum_i KL(q_i || gamma_i) = ``eps_total``.
-
-    q = (1 - lam) gamma + lam r, where r puts every point's mass on its *least*
-    likely component (an adversarial error).  KL(q || gamma) is convex in lam
-    and 0 at lam = 0, hence non-decreasing on [0, 1]; bisection finds lam.
-    If even lam = 1 gives less than ``eps_total``, that maximum is used.
-
-    Returns (log q (N, K), the achieved total KL).
-    """
-    if eps_total < 0:
-        raise ValueError(f"eps_total must be non-negative, got {eps_total}")
-    gamma = log_gamma.exp()
-    r = torch.zeros_like(gamma)
-    r[torch.arange(len(r)), log_gamma.argmin(1)] = 1.0
-
-    def total_kl(lam: float) -> tuple[torch.Tensor, float]:
-        log_q = torch.log(((1 - lam) * gamma + lam * r).clamp_min(1e-300))
-        return log_q, float(kl_rows(log_q, log_gamma).sum())
-
-    if eps_total == 0:
-        return log_gamma.clone(), 0.0
-    lo, hi = 0.0, 1.0
-    log_q, kl = total_kl(hi)
-    if kl <= eps_total:
-        return log_q, kl
-    for _ in range(iters):
-        mid = 0.5 * (lo + hi)
-        if total_kl(mid)[1] < eps_total:
-            lo = mid
-        else:
-            hi = mid
-    return total_kl(hi)
-
-
 def m_step_decrease_bound(X: torch.Tensor, gamma: torch.Tensor, Sigma_reg: torch.Tensor,
                           reg_covar: float) -> float:
     """How much ``reg_covar`` may cost the M-step, in total log-likelihood.
@@ -230,34 +189,6 @@ def m_step_decrease_bound(X: torch.Tensor, gamma: torch.Tensor, Sigma_reg: torch
     lam = torch.linalg.eigvalsh(S).clamp_min(1e-300)  # (K, d)
     per = torch.log1p(reg_covar / lam) - reg_covar / (lam + reg_covar)
     return float((0.5 * Nk * per.sum(1)).sum())
-
-
-def hard_em(X: torch.Tensor, labels: torch.Tensor,
-            fit_component: Callable[[torch.Tensor], Callable[[torch.Tensor], torch.Tensor]],
-            n_iter: int = 20, augment: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
-            | None = None) -> tuple[torch.Tensor, list[int]]:
-    """Hard ("classification") EM with arbitrary component models.
-
-    M-step: ``fit_component(X_k)`` returns a log-density function for each
-    cluster's points; E-step: each point goes to the argmax.  ``augment(t, X,
-    labels) -> index sets`` may add points from other clusters to each
-    cluster's training set (the GANMM-style ε-E step).
-
-    Returns (final labels, number of points that changed cluster per iteration).
-    """
-    K = int(labels.max()) + 1
-    changes = []
-    for t in range(1, n_iter + 1):
-        members = [torch.nonzero(labels == k).flatten() for k in range(K)]
-        if augment is not None:
-            members = augment(t, X, labels)
-        logp = torch.stack([fit_component(X[m])(X) if len(m) else
-                            torch.full((len(X),), -math.inf, dtype=X.dtype)
-                            for m in members], 1)  # (N, K)
-        new = logp.argmax(1)
-        changes.append(int((new != labels).sum()))
-        labels = new
-    return labels, changes
 
 
 def epsilon_em(X: torch.Tensor, pi: torch.Tensor, mu: torch.Tensor, Sigma: torch.Tensor,
@@ -294,9 +225,23 @@ def _params_to_cov(Sigma, covariance_type):
     return cholesky(Sigma) if covariance_type == "full" else Sigma
 
 
+class EMResult(NamedTuple):
+    """What :func:`em` returns: the fitted parameters and the run's trace."""
+
+    pi: torch.Tensor            # (K,)
+    mu: torch.Tensor            # (K, d)
+    Sigma: torch.Tensor         # (K, d, d) or (K, d)
+    lower_bound: float          # mean log-likelihood at the last E-step
+    trace: list[float]          # lower_bound per iteration
+    converged: bool
+    n_iter: int
+    n_reseeded: int
+
+
 def em(X: torch.Tensor, pi: torch.Tensor, mu: torch.Tensor, Sigma: torch.Tensor,
        covariance_type: str, reg_covar: float, tol: float, max_iter: int,
-       reseed_empty: bool = True, callback: Callable | None = None, verbose: bool = False):
+       reseed_empty: bool = True, callback: Callable | None = None, verbose: bool = False
+       ) -> EMResult:
     """Run EM from (pi, mu, Sigma); return the fitted parameters and the trace.
 
     Each iteration: E-step (giving the per-sample mean log-likelihood, the
@@ -306,7 +251,7 @@ def em(X: torch.Tensor, pi: torch.Tensor, mu: torch.Tensor, Sigma: torch.Tensor,
     """
     trace, lower_bound, converged, n_reseeded = [], -math.inf, False, 0
     n_iter = 0
-    for n_iter in progress(range(1, max_iter + 1), desc="EM", disable=not verbose or None):
+    for n_iter in progress(range(1, max_iter + 1), desc="EM", verbose=verbose):
         prev = lower_bound
         log_gamma, log_px = e_step(X, torch.log(pi), mu, _params_to_cov(Sigma, covariance_type),
                                    covariance_type)
@@ -328,7 +273,7 @@ def em(X: torch.Tensor, pi: torch.Tensor, mu: torch.Tensor, Sigma: torch.Tensor,
         if abs(lower_bound - prev) < tol:
             converged = True
             break
-    return pi, mu, Sigma, lower_bound, trace, converged, n_iter, n_reseeded
+    return EMResult(pi, mu, Sigma, lower_bound, trace, converged, n_iter, n_reseeded)
 
 
 # ---------------------------------------------------------------------------
@@ -445,7 +390,7 @@ class GaussianMixture(ClusterEstimator):
             start = self._init_from_params(X) if from_params else self._init_from_data(X, g)
             out = em(X, *start, self.covariance_type, self.reg_covar, self.tol, self.max_iter,
                      verbose=self.verbose)
-            if best is None or out[3] > best[3]:
+            if best is None or out.lower_bound > best.lower_bound:
                 best = out
         pi, mu, Sigma, lower_bound, trace, converged, n_iter, n_reseeded = best
         if not converged:
@@ -521,7 +466,7 @@ def pca_project(X: torch.Tensor, n_components: int) -> tuple[torch.Tensor, torch
 
 
 @dataclass(frozen=True)
-class GMMConfig:
+class GMMConfig(MethodConfig):
     n_components: int = 10
     features: str = "pca"          # "pca" (full covariances) or "pixels" (diagonal)
     pca_dim: int = 50
@@ -531,9 +476,7 @@ class GMMConfig:
     max_iter: int = 300
     n_init: int = 5
 
-    @classmethod
-    def for_profile(cls, profile: str) -> "GMMConfig":
-        return cls() if profile == "full" else dataclasses.replace(cls(), n_init=2)
+    profiles = {"quick": {"n_init": 2}, "full": {}}
 
 
 def _gmm_state(gm: GaussianMixture) -> dict:
@@ -541,54 +484,49 @@ def _gmm_state(gm: GaussianMixture) -> dict:
             "covariances": torch.as_tensor(gm.covariances_)}
 
 
-def _fit_gmm(data, cfg: GMMConfig, seed: int, device) -> FitResult:
-    X = data.flat().to(device, torch.float64)
+def _fit_mixture(Z: torch.Tensor, cfg, ctx: RunContext) -> GaussianMixture:
+    return GaussianMixture(cfg.n_components, covariance_type=cfg.covariance_type, tol=cfg.tol,
+                           reg_covar=cfg.reg_covar, max_iter=cfg.max_iter, n_init=cfg.n_init,
+                           random_state=ctx.seed, device=ctx.device, verbose=ctx.verbose).fit(Z)
+
+
+def _fit_gmm(data, cfg: GMMConfig, ctx: RunContext) -> FitResult:
+    X = data.flat().to(ctx.device, torch.float64)
     if cfg.features == "pca":
         X, _, _ = pca_project(X, cfg.pca_dim)
     elif cfg.features != "pixels":
         raise ValueError(f"features must be 'pca' or 'pixels', got {cfg.features!r}")
-    gm = GaussianMixture(cfg.n_components, covariance_type=cfg.covariance_type, tol=cfg.tol,
-                         reg_covar=cfg.reg_covar, max_iter=cfg.max_iter, n_init=cfg.n_init,
-                         random_state=seed, device=device, verbose=True).fit(X)
+    gm = _fit_mixture(X, cfg, ctx)
     return FitResult(gm.labels_, _gmm_state(gm), {"lower_bound": gm.lower_bounds_},
                      {"lower_bound": gm.lower_bound_, "n_iter": gm.n_iter_})
 
 
 @dataclass(frozen=True)
-class GMMAEConfig:
+class GMMAEConfig(AutoencoderConfig):
+    """Every field of the autoencoder (:class:`AutoencoderConfig`), then the mixture's."""
+
     n_components: int = 10
     covariance_type: str = "full"
     reg_covar: float = 1e-6
     tol: float = 1e-3
     max_iter: int = 300
     n_init: int = 5
-    hidden: tuple[int, ...] = AutoencoderConfig.hidden
-    latent_dim: int = AutoencoderConfig.latent_dim
-    epochs: int = AutoencoderConfig.epochs
-    batch_size: int = AutoencoderConfig.batch_size
-    lr: float = AutoencoderConfig.lr
 
-    @classmethod
-    def for_profile(cls, profile: str) -> "GMMAEConfig":
-        ae = AutoencoderConfig.for_profile(profile)
-        cfg = dataclasses.replace(cls(), hidden=ae.hidden, epochs=ae.epochs)
-        return cfg if profile == "full" else dataclasses.replace(cfg, n_init=2)
+    profiles = {"quick": {**AutoencoderConfig.profiles["quick"], "n_init": 2},
+                "full": dict(AutoencoderConfig.profiles["full"])}
 
     def autoencoder(self) -> AutoencoderConfig:
-        return AutoencoderConfig(hidden=self.hidden, latent_dim=self.latent_dim, epochs=self.epochs,
-                                 batch_size=self.batch_size, lr=self.lr)
+        return AutoencoderConfig(**{f.name: getattr(self, f.name) for f in fields(AutoencoderConfig)})
 
 
-def _fit_gmm_ae(data, cfg: GMMAEConfig, seed: int, device) -> FitResult:
-    model, hist = train_autoencoder(data.flat(), cfg.autoencoder(), seed, device)
-    Z = encode(model, data.flat()).double()
-    gm = GaussianMixture(cfg.n_components, covariance_type=cfg.covariance_type, tol=cfg.tol,
-                         reg_covar=cfg.reg_covar, max_iter=cfg.max_iter, n_init=cfg.n_init,
-                         random_state=seed, device=device, verbose=True).fit(Z)
+def _fit_gmm_ae(data, cfg: GMMAEConfig, ctx: RunContext) -> FitResult:
+    model, hist = train_autoencoder(data.flat(), cfg.autoencoder(), ctx.seed, ctx.device, ctx.state,
+                                    ctx.verbose)
+    gm = _fit_mixture(encode(model, data.flat()).double(), cfg, ctx)
     # only what assigns clusters: the encoder (half precision) and the mixture
     state = {"encoder": compact_state(model.encoder), **_gmm_state(gm)}
-    return FitResult(gm.labels_, state, {"recon": hist["recon"], "lower_bound": gm.lower_bounds_},
-                     {"lower_bound": gm.lower_bound_, "final_recon": hist["recon"][-1]})
+    return FitResult(gm.labels_, state, {**hist.to_dict(), "lower_bound": gm.lower_bounds_},
+                     {"lower_bound": gm.lower_bound_, "final_recon": hist.last("loss/recon")})
 
 
 SPEC_GMM = MethodSpec(GMMConfig, _fit_gmm, "Gaussian mixture by EM on pixels (diag) or PCA (full)")

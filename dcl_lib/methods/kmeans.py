@@ -6,7 +6,6 @@ in chunks over the samples so memory stays O(chunk * K).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -14,8 +13,10 @@ import numpy as np
 import torch
 from sklearn.base import TransformerMixin
 
+from ..config import MethodConfig
 from ..train import progress
-from .base import ClusterEstimator, FitResult, MethodSpec, as_tensor, check_n_clusters, seed_from
+from .base import (ClusterEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters,
+                   seed_from)
 
 __all__ = ["KMeans", "KMeansConfig", "SPEC", "squared_distances", "assign", "kmeans_plusplus", "lloyd"]
 
@@ -178,7 +179,7 @@ class KMeans(TransformerMixin, ClusterEstimator):
         else:
             starts = None
         n_runs = 1 if starts is not None else self.n_init
-        for r in progress(range(n_runs), desc="k-means restarts", disable=not self.verbose or None):
+        for r in progress(range(n_runs), desc="k-means restarts", verbose=self.verbose):
             C0 = starts[0] if starts is not None else kmeans_plusplus(X, K, g)
             labels, C, inertia, n_iter = lloyd(X, C0, self.max_iter, self.tol)
             if best is None or inertia < best[2]:
@@ -191,23 +192,21 @@ class KMeans(TransformerMixin, ClusterEstimator):
         self.n_features_in_ = X.shape[1]
         return self
 
-    def predict(self, X):
-        """Index of the nearest fitted centre for each row of ``X``."""
+    def _with_centres(self, X) -> tuple[torch.Tensor, torch.Tensor]:
+        """Checked X and the fitted centres, on the device and in the dtype of the fit."""
         self._check_fitted()
         device = self._device()
         X = as_tensor(X, dtype=self._dtype(device), device=device)
         self._check_n_features(X)
-        C = torch.as_tensor(self.cluster_centers_, dtype=X.dtype, device=device)
-        return assign(X, C)[0].cpu().numpy()
+        return X, torch.as_tensor(self.cluster_centers_, dtype=X.dtype, device=device)
+
+    def predict(self, X):
+        """Index of the nearest fitted centre for each row of ``X``."""
+        return assign(*self._with_centres(X))[0].cpu().numpy()
 
     def transform(self, X):
         """Euclidean distances of each row to every centre, (N, K)."""
-        self._check_fitted()
-        device = self._device()
-        X = as_tensor(X, dtype=self._dtype(device), device=device)
-        self._check_n_features(X)
-        C = torch.as_tensor(self.cluster_centers_, dtype=X.dtype, device=device)
-        return _chunked_sqdist(X, C).sqrt().cpu().numpy()
+        return _chunked_sqdist(*self._with_centres(X)).sqrt().cpu().numpy()
 
 
 # ---------------------------------------------------------------------------
@@ -215,21 +214,18 @@ class KMeans(TransformerMixin, ClusterEstimator):
 # ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class KMeansConfig:
+class KMeansConfig(MethodConfig):
     n_clusters: int = 10   # the number of classes of the benchmark
     n_init: int = 10       # scikit-learn's classic default; best inertia kept
     max_iter: int = 300    # scikit-learn default
     tol: float = 1e-4      # scikit-learn default (relative to mean feature variance)
 
-    @classmethod
-    def for_profile(cls, profile: str) -> "KMeansConfig":
-        # k-means is cheap: both profiles use the same schedule, only the data differs.
-        return cls() if profile == "full" else dataclasses.replace(cls(), n_init=3)
+    profiles = {"quick": {"n_init": 3}, "full": {}}  # k-means is cheap: only the restarts differ
 
 
-def _fit(data, cfg: KMeansConfig, seed: int, device) -> FitResult:
+def _fit(data, cfg: KMeansConfig, ctx: RunContext) -> FitResult:
     km = KMeans(cfg.n_clusters, n_init=cfg.n_init, max_iter=cfg.max_iter, tol=cfg.tol,
-                random_state=seed, device=device, verbose=True).fit(data.flat())
+                random_state=ctx.seed, device=ctx.device, verbose=ctx.verbose).fit(data.flat())
     state = {"cluster_centers": torch.as_tensor(km.cluster_centers_, dtype=torch.float32)}
     return FitResult(labels=km.labels_, state=state,
                      extra_metrics={"inertia": km.inertia_, "n_iter": km.n_iter_})

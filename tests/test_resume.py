@@ -1,0 +1,106 @@
+"""Real resume: a method's run stopped (by its time budget, or by SIGKILL) and resumed
+gives the labels of an uninterrupted run with the same seed, on CPU."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dcl_lib.runner import run
+from dcl_lib.train import TrainStateError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# tiny configs on scikit-learn's 8x8 digits (no data file needed)
+DEPICT_TINY = {"channels": 8, "pretrain_epochs": 3, "warmup_epochs": 3, "warmup_patience": 5,
+               "epochs": 3, "kmeans_n_init": 2}
+CLUSTERGAN_TINY = {"hidden": 16, "channels": (2, 4), "iterations": 150, "eval_every": 25,
+                   "batch_size": 16}
+
+
+@pytest.mark.parametrize("method, overrides", [("depict", DEPICT_TINY),
+                                               ("clustergan", CLUSTERGAN_TINY)])
+def test_budget_stops_at_every_safe_point_and_resumes_exactly(tmp_path, method, overrides):
+    """budget 0: every call trains to the next safe point (an epoch of any DEPICT phase,
+    50 ClusterGAN steps), saves and stops; resuming call after call ends where an
+    uninterrupted run ends, across every phase boundary."""
+    kw = dict(method=method, dataset="digits", profile="quick", seed=3, overrides=overrides,
+              verbose=False)
+    ref = run(out_dir=tmp_path / "ref", **kw)
+    assert ref["stopped_at"] is None and ref["train_state"] is None
+    stops = []
+    for _ in range(20):
+        rec = run(out_dir=tmp_path / "cut", resume=True, budget_s=0.0, save_every_s=1e9, **kw)
+        if rec["stopped_at"] is None:
+            break
+        stops.append(rec["stopped_at"])
+        assert (tmp_path / "cut" / method / rec["train_state"]).exists()
+    assert len(stops) >= 3 and stops == sorted(stops)
+    assert rec["labels_sha256"] == ref["labels_sha256"]
+    assert rec["metrics"]["acc"] == ref["metrics"]["acc"]
+    assert rec["history"]["step"] == ref["history"]["step"]
+    assert not list((tmp_path / "cut" / method).glob("*.train-state.pt"))  # removed when done
+
+
+def _cli(args, out):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), DCL_PROGRESS="0")
+    return [sys.executable, "-m", "dcl_lib", "run", *args, "--out", str(out)], env
+
+
+def _kill_after_first_save(args, out, state):
+    cmd, env = _cli(args + ["--save-every", "0"], out)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    t0 = time.time()
+    while not state.exists():
+        assert proc.poll() is None, f"the run ended before its first save: {proc.stderr.read()}"
+        assert time.time() - t0 < 120, "no training state after 120 s"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("method, args", [
+    ("depict", ["--dataset", "mnist", "--profile", "quick", "--subset", "1500", "--set",
+                "pretrain_epochs=4", "--set", "warmup_epochs=3", "--set", "epochs=4",
+                "--set", "kmeans_n_init=2"]),
+    ("clustergan", ["--dataset", "digits", "--profile", "quick", "--set", "hidden=16",
+                    "--set", "channels=(2, 4)", "--set", "iterations=400", "--set", "eval_every=20",
+                    "--set", "batch_size=16"]),
+])
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path, method, args, request):
+    if "mnist" in args:
+        request.getfixturevalue("mirror")
+    args = [method, *args, "--seed", "1"]
+    cmd, env = _cli(args, tmp_path / "ref")
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    split = "train" if "mnist" in args else "all"
+    dataset = "mnist" if "mnist" in args else "digits"
+    stem = f"{dataset}-{split}-quick-seed1"
+    state = tmp_path / "cut" / method / f"{stem}.train-state.pt"
+    _kill_after_first_save(args, tmp_path / "cut", state)
+    assert state.exists() and not (tmp_path / "cut" / method / f"{stem}.json").exists()
+    cmd, env = _cli(args + ["--resume"], tmp_path / "cut")
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    ref = json.loads((tmp_path / "ref" / method / f"{stem}.json").read_text())
+    got = json.loads((tmp_path / "cut" / method / f"{stem}.json").read_text())
+    assert got["resumed_from"] is not None and got["resumed_from"]["step"] >= 1
+    assert got["labels_sha256"] == ref["labels_sha256"]
+    assert got["history"]["acc"] == ref["history"]["acc"]
+    assert not state.exists()
+
+
+def test_resume_refuses_another_config_and_a_truncated_state(tmp_path):
+    kw = dict(method="depict", dataset="digits", profile="quick", seed=0, out_dir=tmp_path,
+              verbose=False)
+    rec = run(overrides=DEPICT_TINY, budget_s=0.0, **kw)
+    state = tmp_path / "depict" / rec["train_state"]
+    with pytest.raises(TrainStateError, match=r"belongs to another run \(config: saved"):
+        run(overrides={**DEPICT_TINY, "epochs": 4}, resume=True, **kw)
+    state.write_bytes(state.read_bytes()[:1000])
+    with pytest.raises(TrainStateError, match="truncated or not a training state"):
+        run(overrides=DEPICT_TINY, resume=True, **kw)
