@@ -129,3 +129,50 @@ def test_nonfinite_loss_stops_at_the_end_of_the_epoch():
                        epochs=1, kmeans_n_init=1)
     with pytest.raises(NonFiniteLossError, match=r"'recon' became nan at epoch 1 \(mean over the epoch's minibatches\); pretraining"):
         fit_depict(x, cfg, seed=0, device="cpu", verbose=False)
+
+
+def test_main_loop_refreshes_its_targets_from_the_latest_clean_pass(monkeypatch):
+    """Every minibatch of main-loop epoch t is trained on Q computed from the clean pass
+    that ended epoch t-1 (rows of that minibatch): targets never refreshed, or refreshed
+    from a stale pass, fail here."""
+    import dcl_lib.methods.depict as D
+
+    events = []
+    orig_pass, orig_update, orig_batches = D.cluster_pass, D.update_network, D.minibatches
+
+    def spy_pass(net, X, *a):
+        out = orig_pass(net, X, *a)
+        events.append(("pass", out[1].clone()))
+        return out
+
+    def spy_batches(n, bs, g):
+        parts = orig_batches(n, bs, g)
+        events.append(("batches", parts))
+        return parts
+
+    def spy_update(net, opt, x, cfg, target):
+        events.append(("update", None if target is None else target.clone()))
+        return orig_update(net, opt, x, cfg, target)
+
+    monkeypatch.setattr(D, "cluster_pass", spy_pass)
+    monkeypatch.setattr(D, "minibatches", spy_batches)
+    monkeypatch.setattr(D, "update_network", spy_update)
+    d = load_dataset("digits")
+    cfg = DepictConfig(channels=8, lr=1e-3, batch_size=256, pretrain_epochs=1, warmup_epochs=0,
+                       epochs=4, kmeans_n_init=2, stop_tol=0.0)
+    D.fit_depict(D.to_signed(d.x), cfg, seed=0, device="cpu", verbose=False)
+    last_p, batches, checked, epochs_seen = None, None, 0, set()
+    for kind, value in events:
+        if kind == "pass":
+            last_p = value
+        elif kind == "batches":
+            batches, j = value, 0
+        elif value is not None and value.dim() == 2:  # a soft target: the main loop
+            expected = D.depict_target(last_p, cfg.target)[batches[j]]
+            assert torch.allclose(value, expected, atol=1e-6)
+            epochs_seen.add(id(batches))
+            checked += 1
+            j += 1
+        else:
+            j += 1
+    assert checked == 4 * len(batches) and len(epochs_seen) == 4

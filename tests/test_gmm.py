@@ -114,6 +114,27 @@ def test_loglik_never_decreases_beyond_reg_covar_slack(covariance_type):
         prev = ll
 
 
+def test_m_step_decrease_bound_equals_the_loss_in_the_expected_log_likelihood():
+    """The bound is what reg_covar costs the M-step objective, computed independently:
+    sum_ik gamma_ik [log N(x_i; mu_k, S_k) - log N(x_i; mu_k, S_k + r I)] with scipy's
+    densities at the exact maximiser S_k and at the regularised one."""
+    X = torch.tensor(_mixture(3, n=600, d=3, K=2))
+    w, m, C, _ = _start(X.numpy(), 2, 3, "full")
+    log_gamma, _ = e_step(X, torch.log(torch.tensor(w)), torch.tensor(m),
+                          cholesky(torch.tensor(C)), "full")
+    gamma = log_gamma.exp()
+    r = 0.3  # large enough that the bound is far from 0
+    _, mu, Sigma_reg = m_step(X, gamma, "full", reg_covar=r)
+    g, Xn = gamma.numpy(), X.numpy()
+    loss = 0.0
+    for k in range(2):
+        S = Sigma_reg[k].numpy() - r * np.eye(3)
+        loss += float((g[:, k] * (multivariate_normal(mu[k].numpy(), S).logpdf(Xn)
+                                  - multivariate_normal(mu[k].numpy(), Sigma_reg[k].numpy()).logpdf(Xn))).sum())
+    assert loss > 1.0
+    assert m_step_decrease_bound(X, gamma, Sigma_reg, r) == pytest.approx(loss, rel=1e-8)
+
+
 def test_epsilon_em_inequality_and_kl():
     X = torch.tensor(_mixture(8, n=1500, d=2, K=3))
     w, m, C, _ = _start(X.numpy(), 3, 8, "full")

@@ -99,3 +99,15 @@ def test_accepts_tensors():
     torch = pytest.importorskip("torch")
     y = torch.tensor([0, 1, 1])
     assert cluster_acc(y, torch.tensor([1, 0, 0])) == 1.0
+
+
+def test_nmi_default_is_the_arithmetic_mean():
+    """Pinned: the default normalisation is the arithmetic mean of the two entropies
+    (scikit-learn's default), on a case where arithmetic, geometric, max and min differ."""
+    y = np.array([0] * 6 + [1] * 2 + [2] * 2)
+    c = np.array([0, 0, 0, 1, 1, 1, 1, 2, 2, 2])
+    values = {a: nmi(y, c, a) for a in ("arithmetic", "geometric", "max", "min")}
+    assert len({round(v, 6) for v in values.values()}) == 4
+    assert nmi(y, c) == values["arithmetic"]
+    assert nmi(y, c) == pytest.approx(skm.normalized_mutual_info_score(y, c, average_method="arithmetic"))
+    assert evaluate(y, c)["nmi"] == values["arithmetic"]

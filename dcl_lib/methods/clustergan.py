@@ -124,9 +124,8 @@ class ClusterGANConfig(MethodConfig):
         # full: batch 256 as the H100 probe (a run's time budget is the runner's
         # --budget-s; --resume continues it)
         "full": {"batch_size": 256},
-        # quick: narrower networks (about 0.1 s per iteration on 2 CPU cores) and fewer
-        # steps; the objective, optimiser, batch and n_critic are the official ones
-        # (other learning rates and n_critic are compared in the chapter's notes)
+        # quick: narrower networks and fewer steps, for 2 CPU cores; the objective,
+        # optimiser, batch and n_critic are the official ones
         "quick": {"hidden": 256, "channels": (16, 32), "iterations": 1000, "eval_every": 100},
     }
 

@@ -60,7 +60,8 @@ def _chunk_size(n_components: int, n_features: int, budget: int = 1 << 18) -> in
     """Rows per chunk so that a (K, B, d) temporary holds about ``budget`` values.
 
     2^18 float64 values (2 MiB) stay in cache; on 2 CPU cores this made the
-    E- and M-steps about twice as fast as 2^23 (measured at N=100k, d=50, K=10).
+    E- and M-steps about twice as fast as 2^23 (measured at N=100k, d=50, K=10 with
+    benchmarks/gmm_vs_sklearn.py).
     """
     return max(256, budget // max(1, n_components * n_features))
 
