@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from sklearn.mixture import GaussianMixture as SKGaussianMixture
 
+from dcl_lib._io import atomic_path
 from dcl_lib.methods.gmm import GaussianMixture
 from dcl_lib.runner import git_commit
 from dcl_lib.train import device_name, get_device
@@ -47,6 +48,7 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="cpu")
     p.add_argument("--skip-sklearn", action="store_true", help="only time dcl_lib")
     p.add_argument("--out", default="results/benchmarks")
+    p.add_argument("--name", default=None, help="file name stem (default gmm_em_<device>_n<N>)")
     a = p.parse_args(argv)
     dev = get_device(a.device)
 
@@ -87,8 +89,9 @@ def main(argv=None) -> dict:
         print(f"{key:30s} {val}")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"gmm_em_{dev.type}_n{a.n}.json"
-    path.write_text(json.dumps(record, indent=2))
+    path = out / f"{a.name or f'gmm_em_{dev.type}_n{a.n}'}.json"
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
     print(f"-> {path}")
     return record
 

@@ -30,9 +30,20 @@ def _parser() -> argparse.ArgumentParser:
                    help="continue from the run's training state (<stem>.train-state.pt) if present")
     r.add_argument("--save-every", type=float, default=60.0, metavar="SECONDS",
                    help="save the training state at most this often (default 60)")
+    r.add_argument("--no-state", action="store_true",
+                   help="write no training state (a run that cannot be resumed; e.g. on a lent GPU)")
     r.add_argument("--budget-s", type=float, default=None, metavar="SECONDS",
                    help="stop training after this long, save the state and record stopped_at")
     sub.add_parser("list", help="list methods and datasets")
+    c = sub.add_parser("campaign", help="run every outstanding full-profile result on a GPU window")
+    c.add_argument("--budget-s", type=float, default=540.0, help="the whole window (default 540)")
+    c.add_argument("--out", default="campaign-out", help="folder for the archives and summary.json")
+    c.add_argument("--parallel", type=int, default=3, help="concurrent processes on the GPU")
+    c.add_argument("--dry-run", action="store_true", help="tiny configs on the CPU (a rehearsal)")
+    c.add_argument("--prepare", action="store_true",
+                   help="here, before a window: stage the data and print the device command")
+    k = sub.add_parser("collect", help="copy a campaign's results into results/ after checks")
+    k.add_argument("source", help="the folder the device returned (archives) or a results tree")
     return p
 
 
@@ -52,6 +63,21 @@ def main(argv: list[str] | None = None) -> int:
     from .data import DATASETS
     from .methods import get_spec, method_names
 
+    if args.command in ("campaign", "collect"):
+        from . import campaign
+
+        try:
+            if args.command == "campaign":
+                return campaign.main(args)
+            report = campaign.collect(args.source)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        for f in report["copied"]:
+            print(f"copied   {f}")
+        for r in report["refused"]:
+            print(f"refused  {r}")
+        return 1 if report["refused"] else 0
     if args.command == "list":
         for name in method_names():
             print(f"method   {name:18s} {get_spec(name).description}")
@@ -70,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seed:
             rec = run(args.method, args.dataset, args.profile, seed, split=args.split,
                       subset=subset, out_dir=args.out, device=args.device, overrides=overrides,
-                      tag=args.tag, resume=args.resume, save_every_s=args.save_every,
+                      tag=args.tag, resume=args.resume,
+                      save_every_s=None if args.no_state else args.save_every,
                       budget_s=args.budget_s)
             m = rec["metrics"]
             stopped = f", stopped at step {rec['stopped_at']}" if rec["stopped_at"] is not None else ""

@@ -45,18 +45,22 @@ __all__ = ["RunPlan", "resolve", "fit", "record", "run", "git_commit", "check_re
 
 
 def git_commit() -> str:
-    """The commit of the checkout this library runs from (``+dirty`` if modified)."""
+    """The commit of the checkout this library runs from (``+dirty`` if modified).
+
+    Where the checkout has no git history (a copy of the tree on a lent GPU machine),
+    ``$DCL_GIT_COMMIT`` names it: the campaign's launcher sets it from a clean tree.
+    """
     root = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                              text=True, timeout=10).stdout.strip()
         if not sha:
-            return "unknown"
+            return os.environ.get("DCL_GIT_COMMIT", "unknown")
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return os.environ.get("DCL_GIT_COMMIT", "unknown")
 
 
 def _versions() -> dict[str, str]:
@@ -199,16 +203,18 @@ def load_data(plan: RunPlan) -> ImageData:
 # ---------------------------------------------------------------------------
 
 def fit(plan: RunPlan, data: ImageData, device: str | torch.device | None = None,
-        resume: bool = False, save_every_s: float = 60.0, budget_s: float | None = None,
+        resume: bool = False, save_every_s: float | None = 60.0, budget_s: float | None = None,
         verbose: bool = True) -> tuple[FitResult, TrainState, float, torch.device]:
     """Run the method; returns (result, its training state, wall seconds, device).
 
     The training state is written to ``plan.state_path`` every ``save_every_s`` seconds
-    (methods that train networks); ``resume`` continues from it; ``budget_s`` stops
-    training at the first safe point after that many seconds (``stopped_at``).
+    (methods that train networks; ``None``: never); ``resume`` continues from it;
+    ``budget_s`` stops training at the first safe point after that many seconds
+    (``stopped_at``).
     """
     dev = get_device(device)
-    state = TrainState(plan.state_path, every_s=save_every_s, identity=plan.identity(len(data)),
+    state = TrainState(plan.state_path if save_every_s is not None else None,
+                       every_s=save_every_s or 0.0, identity=plan.identity(len(data)),
                        resume=resume, budget_s=budget_s)
     if resume and not plan.state_path.exists() and verbose:
         print(f"no training state at {plan.state_path}: starting from the beginning", flush=True)
@@ -244,7 +250,7 @@ def record(plan: RunPlan, data: ImageData, result: FitResult, state: TrainState,
         "config": _jsonable(plan.cfg), "history": _jsonable(history),
         "checkpoint": weights.name if weights else None,
         "stopped_at": state.stopped_at,
-        "train_state": plan.state_path.name if state.stopped_at is not None else None,
+        "train_state": plan.state_path.name if state.stopped_at is not None and state.path else None,
         "resumed_from": _jsonable(state.resumed_from),
         "command": plan.command,
     }
@@ -260,7 +266,7 @@ def run(method: str, dataset: str = "mnist", profile: str | None = None, seed: i
         split: str | None = None, subset: int | None | str = "profile",
         out_dir: str | os.PathLike = "results", device: str | None = None,
         overrides: dict[str, Any] | None = None, data: ImageData | None = None,
-        tag: str | None = None, resume: bool = False, save_every_s: float = 60.0,
+        tag: str | None = None, resume: bool = False, save_every_s: float | None = 60.0,
         budget_s: float | None = None, verbose: bool = True) -> dict[str, Any]:
     """Run one method once: :func:`resolve` -> :func:`fit` -> :func:`record`.
 

@@ -1,0 +1,378 @@
+"""Spend one short GPU window on every outstanding full-profile result, then bring the
+results home.
+
+Three commands (``python -m dcl_lib ...``):
+
+``campaign --prepare``
+    here, before a GPU window: checks that the tree is clean, copies the data archives
+    into the ignored folder ``.device_data/`` and prints the one device command (with
+    the commit it runs, since the copy on the GPU machine has no git history);
+``campaign --budget-s 540 --out DIR``
+    on the GPU machine: finds the outstanding runs, runs them as concurrent processes
+    (``--parallel``), each with a training budget that ends before the window does, plus
+    the EM benchmark; packs everything into at most 7 archives and one ``summary.json``
+    under DIR (the device returns at most 8 files), all written atomically;
+    ``--dry-run`` does the same with tiny configs on the CPU in under a minute;
+``collect DIR``
+    here, after the window: unpacks, checks each results JSON's provenance (a commit
+    of this history, a clean tree, a command today's CLI accepts, a device) and copies
+    it with its checkpoint into ``results/``, refusing duplicates.
+
+Priority (``plan``): seed 0 of every method on its first dataset, then the EM
+benchmark, then seeds 1 and 2, then the second datasets.  A run cut by its budget
+still writes its JSON, with ``stopped_at`` and the accuracy it reached.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._io import atomic_path
+
+__all__ = ["Job", "plan", "outstanding", "run_campaign", "collect", "check_provenance", "prepare"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The full-profile runs this book still owes, in priority order within each tier:
+# method -> its datasets, the first being the paper's MNIST figure.
+TARGETS: dict[str, tuple[str, ...]] = {
+    "depict": ("mnist", "usps"),
+    "clustergan": ("mnist", "fashion-mnist"),
+}
+SEEDS = (0, 1, 2)
+BENCH_N = (100_000, 1_000_000)  # EM on the GPU against scikit-learn
+# Tiny settings for --dry-run (CPU, digits, well under a minute for all jobs together)
+DRY = {
+    "depict": {"channels": 4, "pretrain_epochs": 2, "warmup_epochs": 1, "epochs": 2,
+               "kmeans_n_init": 1},
+    "clustergan": {"hidden": 16, "channels": (2, 4), "iterations": 60, "eval_every": 20,
+                   "batch_size": 16},
+}
+MAX_ARCHIVE_BYTES = 15 * 2**20  # the device returns files of at most 16 MiB ...
+MAX_ARCHIVES = 7                # ... and at most 8 of them: 7 archives + summary.json
+
+
+@dataclass(frozen=True)
+class Job:
+    """One process of the campaign: a full-profile run or an EM benchmark."""
+
+    kind: str                 # "run" or "bench"
+    name: str
+    tier: int
+    method: str = ""
+    dataset: str = ""
+    seed: int = 0
+    n: int = 0                # benchmark size
+
+    def result_path(self, results: Path) -> Path:
+        if self.kind == "bench":
+            return results / "benchmarks" / f"gmm_em_cuda_n{self.n}.json"
+        return results / self.method / f"{self.dataset}-all-full-seed{self.seed}.json"
+
+
+def plan() -> list[Job]:
+    """Every job the book wants from a GPU, in priority order."""
+    jobs = []
+    for method, datasets in TARGETS.items():
+        jobs.append(Job("run", f"{method}-{datasets[0]}-seed0", 0, method, datasets[0], 0))
+    for n in BENCH_N:
+        jobs.append(Job("bench", f"gmm-em-n{n}", 1, n=n))
+    for seed in SEEDS[1:]:
+        for method, datasets in TARGETS.items():
+            jobs.append(Job("run", f"{method}-{datasets[0]}-seed{seed}", 2, method, datasets[0], seed))
+    for method, datasets in TARGETS.items():
+        for d in datasets[1:]:
+            jobs.append(Job("run", f"{method}-{d}-seed0", 3, method, d, 0))
+    return sorted(jobs, key=lambda j: j.tier)  # stable: keeps the order within a tier
+
+
+def outstanding(results: Path = ROOT / "results") -> list[Job]:
+    """The planned jobs with no committed result yet."""
+    return [j for j in plan() if not j.result_path(results).exists()]
+
+
+# ---------------------------------------------------------------------------
+# Running on the GPU machine
+# ---------------------------------------------------------------------------
+
+@dataclass
+class _Proc:
+    job: Job
+    popen: subprocess.Popen
+    log: Path
+    started: float
+    budget_s: float
+    status: str = "running"
+    ended: float | None = None
+
+
+def _command(job: Job, work: Path, budget_s: float, dry: bool) -> list[str]:
+    if job.kind == "bench":
+        args = [sys.executable, str(ROOT / "benchmarks" / "gmm_vs_sklearn.py"), "--out",
+                str(work / "results" / "benchmarks")]
+        if dry:
+            return args + ["--n", "4000", "--d", "5", "--k", "3", "--iters", "2", "--device", "cpu",
+                           "--name", f"gmm_em_dry_n{job.n}"]
+        return args + ["--n", str(job.n), "--device", "cuda"]
+    args = [sys.executable, "-m", "dcl_lib", "run", job.method, "--profile", "full",
+            "--seed", str(job.seed), "--out", str(work / "results"), "--no-state",
+            "--budget-s", f"{budget_s:.0f}"]
+    if dry:
+        args += ["--dataset", "digits", "--device", "cpu", "--tag", f"dry-{job.dataset}"]
+        for k, v in DRY[job.method].items():
+            args += ["--set", f"{k}={v!r}"]
+    else:
+        args += ["--dataset", job.dataset, "--device", "cuda"]
+    return args
+
+
+def run_campaign(out: str | os.PathLike, budget_s: float = 540.0, parallel: int = 3,
+                 dry_run: bool = False, overhead_s: float = 90.0, min_run_s: float = 60.0,
+                 pack_s: float = 15.0, results: Path = ROOT / "results",
+                 jobs: list[Job] | None = None) -> dict[str, Any]:
+    """Run the outstanding jobs within ``budget_s`` seconds; write archives and a summary.
+
+    The last ``pack_s`` seconds are kept for packing.  Each run's training budget is
+    what is left before that, minus ``overhead_s`` (data loading, final evaluation); a
+    job is not started with less than ``min_run_s`` of training left.  A process still
+    alive when packing must start is killed (its JSON is then missing and the summary
+    says so).
+    """
+    t0 = time.perf_counter()
+    deadline = t0 + budget_s - pack_s
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="dcl-campaign-"))
+    (work / "logs").mkdir()
+    queue = list(jobs if jobs is not None else outstanding(results))
+    if dry_run:
+        overhead_s, min_run_s, pack_s = min(overhead_s, 5.0), min(min_run_s, 3.0), min(pack_s, 2.0)
+        deadline = t0 + budget_s - pack_s
+    env = dict(os.environ, PYTHONUNBUFFERED="1", DCL_PROGRESS="0",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    procs: list[_Proc] = []
+    skipped: list[Job] = []
+    while queue or any(p.status == "running" for p in procs):
+        now = time.perf_counter()
+        while queue and sum(p.status == "running" for p in procs) < parallel:
+            left = deadline - now - overhead_s
+            if left < min_run_s:
+                skipped.extend(queue)
+                queue.clear()
+                break
+            job = queue.pop(0)
+            log = work / "logs" / f"{job.name}.log"
+            cmd = _command(job, work, left, dry_run)
+            with open(log, "w") as fh:
+                fh.write("$ " + shlex.join(cmd) + "\n")
+                fh.flush()
+                popen = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+            procs.append(_Proc(job, popen, log, now, left))
+        for p in procs:
+            if p.status != "running":
+                continue
+            rc = p.popen.poll()
+            if rc is not None:
+                p.status, p.ended = ("done" if rc == 0 else f"failed (exit {rc})"), time.perf_counter()
+            elif time.perf_counter() > deadline:
+                p.popen.kill()
+                p.popen.wait()
+                p.status, p.ended = "killed at the window's end", time.perf_counter()
+        time.sleep(0.2)
+    summary = _summarise(procs, skipped, work, budget_s, parallel, dry_run, time.perf_counter() - t0)
+    _pack(work, out, summary)
+    shutil.rmtree(work, ignore_errors=True)
+    return summary
+
+
+def _summarise(procs, skipped, work, budget_s, parallel, dry_run, wall) -> dict[str, Any]:
+    rows = []
+    for p in procs:
+        row = {"job": p.job.name, "kind": p.job.kind, "status": p.status,
+               "wall_s": round((p.ended or time.perf_counter()) - p.started, 1),
+               "train_budget_s": round(p.budget_s, 1)}
+        for path in sorted((work / "results").rglob("*.json")):
+            rec = json.loads(path.read_text())
+            if p.job.kind == "bench" and path.name.endswith(f"_n{p.job.n}.json"):
+                row.update({k: rec.get(k) for k in ("ours_s_per_iter", "sklearn_s_per_iter",
+                                                    "lower_bound_rel_diff", "device")})
+            elif p.job.kind == "run" and rec.get("method") == p.job.method \
+                    and rec.get("seed") == p.job.seed and (rec.get("dataset") == p.job.dataset
+                                                           or (rec.get("command") or "").endswith(
+                                                               f"dry-{p.job.dataset}")):
+                row.update({"file": path.name, "acc": rec["metrics"]["acc"],
+                            "nmi": rec["metrics"]["nmi"], "ari": rec["metrics"]["ari"],
+                            "stopped_at": rec.get("stopped_at"), "time_to_acc": rec.get("time_to_acc"),
+                            "device": rec.get("device")})
+        if p.status != "done":
+            row["log_tail"] = p.log.read_text()[-1500:]
+        rows.append(row)
+    from .runner import git_commit
+
+    return {"budget_s": budget_s, "parallel": parallel, "dry_run": dry_run, "wall_s": round(wall, 1),
+            "git_commit": git_commit(), "runs": rows,
+            "not_started": [j.name for j in skipped]}
+
+
+def _pack(work: Path, out: Path, summary: dict[str, Any]) -> None:
+    """Results, checkpoints and logs into at most MAX_ARCHIVES tar files under ``out``."""
+    files = sorted(p for p in list((work / "results").rglob("*")) + list((work / "logs").glob("*"))
+                   if p.is_file())
+    bins: list[list[Path]] = []
+    sizes: list[int] = []
+    left_out = []
+    for f in sorted(files, key=lambda p: -p.stat().st_size):  # first-fit decreasing
+        size = f.stat().st_size + 1024
+        for i, s in enumerate(sizes):
+            if s + size <= MAX_ARCHIVE_BYTES:
+                bins[i].append(f)
+                sizes[i] += size
+                break
+        else:
+            if size <= MAX_ARCHIVE_BYTES and len(bins) < MAX_ARCHIVES:
+                bins.append([f])
+                sizes.append(size)
+            else:
+                left_out.append(f"{f.relative_to(work)} ({f.stat().st_size} bytes)")
+    for i, members in enumerate(bins):
+        with atomic_path(out / f"campaign-{i + 1}.tar") as tmp, tarfile.open(tmp, "w") as tar:
+            for f in members:
+                tar.add(f, arcname=str(f.relative_to(work)))
+    summary["archives"] = [f"campaign-{i + 1}.tar" for i in range(len(bins))]
+    summary["left_out"] = left_out
+    with atomic_path(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, allow_nan=False, default=str))
+
+
+# ---------------------------------------------------------------------------
+# Before and after the window, on this machine
+# ---------------------------------------------------------------------------
+
+def _git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def prepare(datasets: tuple[str, ...] = ("mnist", "usps", "fashion-mnist")) -> str:
+    """Check the tree is clean, stage the archives in ``.device_data/`` and return the
+    device command (run it with ``carry: [".device_data"]``)."""
+    from .data import mirror_dir
+
+    dirty = _git("status", "--porcelain").stdout.strip()
+    if dirty:
+        raise ValueError(f"commit first: the GPU run must name a clean commit; git status says\n{dirty}")
+    sha = _git("rev-parse", "HEAD").stdout.strip()
+    mirror = mirror_dir()
+    if mirror is None:
+        raise ValueError("set DCL_DATA_MIRROR (e.g. ../shared/data) so the archives can be staged")
+    folders = {"mnist": "MNIST/raw", "fashion-mnist": "FashionMNIST/raw", "usps": "USPS"}
+    for d in datasets:
+        src, dst = mirror / folders[d], ROOT / ".device_data" / folders[d]
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in src.iterdir():
+            if f.is_file() and not (dst / f.name).exists():
+                shutil.copy2(f, dst / f.name)
+    return (f"DCL_GIT_COMMIT={sha} PYTHONPATH=. DCL_DATA_MIRROR=.device_data DCL_DATA_DIR=/tmp/dcl "
+            f"python -m dcl_lib campaign --budget-s 540 --out $OUT")
+
+
+def check_provenance(rec: dict[str, Any], name: str = "") -> list[str]:
+    """What is wrong with a results JSON's provenance (an empty list when nothing is)."""
+    problems = []
+    sha = str(rec.get("git_commit", ""))
+    if sha.endswith("+dirty"):
+        problems.append(f"{name}: made from a dirty tree ({sha})")
+    elif not sha or sha == "unknown" or _git("cat-file", "-e", f"{sha}^{{commit}}").returncode != 0:
+        problems.append(f"{name}: its commit {sha!r} is not in this repository's history")
+    if not rec.get("device"):
+        problems.append(f"{name}: no device recorded")
+    cmd = rec.get("command")
+    if cmd is not None:
+        try:
+            parse_command(cmd)
+        except (ValueError, SystemExit) as exc:
+            problems.append(f"{name}: today's CLI refuses its command {cmd!r}: {exc}")
+    return problems
+
+
+def parse_command(cmd: str):
+    """The run plan of a recorded ``python -m dcl_lib run ...`` command, as today's CLI
+    and runner read it (``ValueError`` if they refuse it)."""
+    from .__main__ import _parser, parse_overrides
+    from .runner import resolve
+
+    words = shlex.split(cmd)
+    if words[:3] != ["python", "-m", "dcl_lib"] or len(words) < 4 or words[3] != "run":
+        raise ValueError("not a 'python -m dcl_lib run' command")
+    import contextlib
+    import io
+
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        try:
+            a = _parser().parse_args(words[3:])
+        except SystemExit:
+            raise ValueError(err.getvalue().strip().splitlines()[-1]) from None
+    return [resolve(a.method, a.dataset, a.profile, s, a.split,
+                    "profile" if a.subset is None else a.subset, parse_overrides(a.set), a.tag)
+            for s in a.seed]
+
+
+def collect(src: str | os.PathLike, results: Path = ROOT / "results") -> dict[str, list[str]]:
+    """Unpack a campaign's archives (or a folder of results) into ``results``.
+
+    Refuses (and reports) a JSON whose provenance fails :func:`check_provenance`, or
+    whose file already exists in ``results``; copies the others with their checkpoint.
+    """
+    src = Path(src)
+    report: dict[str, list[str]] = {"copied": [], "refused": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        archives = sorted(src.glob("*.tar")) if src.is_dir() else [src]
+        for a in archives:
+            with tarfile.open(a) as tar:
+                tar.extractall(tmp, filter="data")
+        tree = tmp / "results" if archives else src
+        for path in sorted(tree.rglob("*.json")):
+            rel = path.relative_to(tree)
+            rec = json.loads(path.read_text())
+            problems = check_provenance(rec, str(rel))
+            dst = results / rel
+            if dst.exists():
+                problems.append(f"{rel}: {dst} exists already (a duplicate)")
+            if problems:
+                report["refused"].extend(problems)
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dst)
+            report["copied"].append(str(rel))
+            ck = rec.get("checkpoint")
+            if ck:
+                shutil.copy2(path.parent / ck, dst.parent / ck)
+                report["copied"].append(str(rel.parent / ck))
+    return report
+
+
+def main(args) -> int:
+    """``python -m dcl_lib campaign`` (see the module docstring)."""
+    if args.prepare:
+        print(prepare())
+        return 0
+    todo = outstanding()
+    print("outstanding, in order: " + ", ".join(j.name for j in todo), flush=True)
+    summary = run_campaign(args.out, args.budget_s, args.parallel, args.dry_run)
+    for row in summary["runs"]:
+        acc = f" ACC {row['acc']:.4f}" if row.get("acc") is not None else ""
+        print(f"{row['job']:28s} {row['status']:26s} {row['wall_s']:7.1f} s{acc}")
+    if summary["not_started"]:
+        print("not started (no time left): " + ", ".join(summary["not_started"]))
+    print(f"-> {args.out}: {', '.join(summary['archives'])}, summary.json")
+    return 0

@@ -1,0 +1,67 @@
+"""The GPU campaign's code path, rehearsed on the CPU (--dry-run), and the collect
+step's provenance checks."""
+import json
+import tarfile
+
+import pytest
+
+from dcl_lib import campaign
+from dcl_lib.campaign import Job, check_provenance, collect, outstanding, plan, run_campaign
+from dcl_lib.runner import git_commit
+
+
+def test_plan_priority_and_outstanding(tmp_path):
+    jobs = plan()
+    tiers = [j.tier for j in jobs]
+    assert tiers == sorted(tiers)
+    assert [j.name for j in jobs if j.tier == 0] == ["depict-mnist-seed0", "clustergan-mnist-seed0"]
+    assert {j.n for j in jobs if j.kind == "bench"} == {100_000, 1_000_000}
+    (tmp_path / "depict").mkdir()
+    (tmp_path / "depict" / "mnist-all-full-seed0.json").write_text("{}")
+    names = [j.name for j in outstanding(tmp_path)]
+    assert "depict-mnist-seed0" not in names and "clustergan-mnist-seed0" in names
+
+
+@pytest.mark.skipif(git_commit().endswith("+dirty"), reason="collect refuses results of a dirty tree")
+def test_dry_run_then_collect(tmp_path):
+    jobs = [j for j in plan() if j.name in ("depict-mnist-seed0", "clustergan-mnist-seed0")]
+    jobs.append(Job("bench", "gmm-em-n100000", 1, n=100_000))
+    summary = run_campaign(tmp_path / "out", budget_s=45, parallel=2, dry_run=True, jobs=jobs)
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert files == ["campaign-1.tar", "summary.json"] and len(files) <= 8
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == summary
+    assert [r["status"] for r in summary["runs"]] == ["done"] * 3, summary
+    assert all(r.get("acc", 1) > 0 for r in summary["runs"])
+    with tarfile.open(tmp_path / "out" / "campaign-1.tar") as tar:
+        names = tar.getnames()
+    assert any(n.endswith("-dry-mnist.pt") for n in names) and any(n.startswith("logs/") for n in names)
+    results = tmp_path / "results"
+    report = collect(tmp_path / "out", results)
+    assert not report["refused"], report
+    assert len([f for f in report["copied"] if f.endswith(".json")]) == 3
+    assert (results / "depict" / "digits-all-full-seed0-dry-mnist.pt").exists()
+    again = collect(tmp_path / "out", results)  # the same files again: duplicates
+    assert not again["copied"] and all("exists already" in r for r in again["refused"])
+
+
+def test_provenance_refuses_dirty_unknown_and_unparsable():
+    sha = git_commit().split("+")[0]
+    good = {"git_commit": sha, "device": "cpu", "command":
+            "python -m dcl_lib run kmeans --dataset digits --profile quick --seed 0 --split all"}
+    assert check_provenance(good, "g") == []
+    assert "dirty tree" in check_provenance({**good, "git_commit": sha + "+dirty"}, "d")[0]
+    assert "not in this repository" in check_provenance({**good, "git_commit": "0" * 40}, "u")[0]
+    assert "no device" in check_provenance({**good, "device": ""}, "n")[0]
+    bad = {**good, "command": good["command"] + " --set n_init=2.5"}
+    assert "today's CLI refuses" in check_provenance(bad, "c")[0]
+    old = {**good, "command": good["command"].replace("kmeans", "nosuch")}
+    assert "unknown method" in check_provenance(old, "m")[0]
+
+
+def test_prepare_refuses_a_dirty_tree(monkeypatch):
+    class R:
+        stdout = " M dcl_lib/train.py\n"
+        returncode = 0
+    monkeypatch.setattr(campaign, "_git", lambda *a: R())
+    with pytest.raises(ValueError, match="commit first"):
+        campaign.prepare()
