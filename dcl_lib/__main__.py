@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--dry-run", action="store_true", help="tiny configs on the CPU (a rehearsal)")
     c.add_argument("--prepare", action="store_true",
                    help="here, before a window: stage the data and print the device command")
+    t = sub.add_parser("results", help="print the results tables (from results/**/*.json)")
+    t.add_argument("--readme", action="store_true", help="rewrite the README's results block")
     k = sub.add_parser("collect", help="copy a campaign's results into results/ after checks")
     k.add_argument("source", help="the folder the device returned (archives) or a results tree")
     return p
@@ -63,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     from .data import DATASETS
     from .methods import get_spec, method_names
 
+    if args.command == "results":
+        from .results import main as results_main
+
+        return results_main(args)
     if args.command in ("campaign", "collect"):
         from . import campaign
 

@@ -176,3 +176,29 @@ def test_main_loop_refreshes_its_targets_from_the_latest_clean_pass(monkeypatch)
         else:
             j += 1
     assert checked == 4 * len(batches) and len(epochs_seen) == 4
+
+
+def test_optimal_target_satisfies_the_kkt_conditions_and_beats_the_closed_form():
+    """Independent check of the minimiser: at the optimum of the convex objective,
+    log q_ik - log p_ik + log f_k is constant along each row (the multiplier), and a
+    general-purpose optimiser started elsewhere does not go lower."""
+    from dcl_lib.methods.depict import depict_optimal_target
+
+    g = torch.Generator().manual_seed(3)
+    p = torch.softmax(2 * torch.randn(300, 6, generator=g, dtype=torch.float64)
+                      + torch.randn(1, 6, generator=g, dtype=torch.float64), 1)
+    q = depict_optimal_target(p)
+    kkt = torch.log(q) - torch.log(p) + torch.log(q.mean(0))
+    assert float((kkt - kkt.mean(1, keepdim=True)).abs().max()) < 1e-9
+    best = float(depict_objective(q, p))
+    assert best < float(depict_objective(depict_target(p, "sqrt"), p))
+    A = torch.zeros_like(p, requires_grad=True)  # start from uniform rows
+    opt = torch.optim.LBFGS([A], max_iter=2000, tolerance_grad=1e-12, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        o = depict_objective(torch.softmax(A, 1), p)
+        o.backward()
+        return o
+    opt.step(closure)
+    assert float(depict_objective(torch.softmax(A.detach(), 1), p)) >= best - 1e-10

@@ -54,13 +54,17 @@ class MethodSpec:
     ``config``: a frozen dataclass deriving from :class:`~dcl_lib.config.MethodConfig`
     (paper defaults, per-profile changes as data); ``fit(data, cfg, ctx)`` returns a
     :class:`FitResult`; ``target_acc``: the paper's accuracy, for the time-to-accuracy
-    the runner records (None: not tracked).
+    the runner records (None: not tracked); ``reload``: labels from a saved weight
+    export (None: the method saves none).
     """
 
     config: type
     fit: Callable[..., FitResult]
     description: str
     target_acc: float | None = None
+    # reload(checkpoint dict, data, cfg, device) -> labels: re-evaluates a committed weight
+    # export on the data it clustered (the results chapter's checkpoint verification)
+    reload: Callable[..., np.ndarray] | None = None
 
 
 @functools.cache

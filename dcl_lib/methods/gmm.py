@@ -445,6 +445,21 @@ class GaussianMixture(ClusterEstimator):
         """Mean per-sample log-likelihood."""
         return float(self.score_samples(X).mean())
 
+    def _n_parameters(self) -> int:
+        """Free parameters: K - 1 weights, K d means, and the covariances' entries."""
+        K, d = self.means_.shape
+        cov = K * d * (d + 1) // 2 if self.covariance_type == "full" else K * d
+        return int(K - 1 + K * d + cov)
+
+    def bic(self, X) -> float:
+        """Bayesian information criterion, -2 l(theta) + p log N (lower is better)."""
+        n = as_tensor(X).shape[0]
+        return -2 * self.score(X) * n + self._n_parameters() * math.log(n)
+
+    def aic(self, X) -> float:
+        """Akaike information criterion, -2 l(theta) + 2 p (lower is better)."""
+        return -2 * self.score(X) * as_tensor(X).shape[0] + 2 * self._n_parameters()
+
 
 # ---------------------------------------------------------------------------
 # Runner entries: ``gmm`` (pixels or PCA) and ``gmm-ae`` (autoencoder codes)
@@ -485,6 +500,14 @@ def _gmm_state(gm: GaussianMixture) -> dict:
             "covariances": torch.as_tensor(gm.covariances_)}
 
 
+def _mixture_labels(ck, Z: torch.Tensor, covariance_type: str) -> np.ndarray:
+    """argmax_k of the saved mixture's responsibilities for the rows of Z (float64)."""
+    Z = Z.double()
+    pi, mu, cov = (ck[k].to(Z.device, torch.float64) for k in ("weights", "means", "covariances"))
+    return e_step(Z, torch.log(pi), mu, _params_to_cov(cov, covariance_type),
+                  covariance_type)[0].argmax(1).cpu().numpy()
+
+
 def _fit_mixture(Z: torch.Tensor, cfg, ctx: RunContext) -> GaussianMixture:
     return GaussianMixture(cfg.n_components, covariance_type=cfg.covariance_type, tol=cfg.tol,
                            reg_covar=cfg.reg_covar, max_iter=cfg.max_iter, n_init=cfg.n_init,
@@ -492,14 +515,22 @@ def _fit_mixture(Z: torch.Tensor, cfg, ctx: RunContext) -> GaussianMixture:
 
 
 def _fit_gmm(data, cfg: GMMConfig, ctx: RunContext) -> FitResult:
-    X = data.flat().to(ctx.device, torch.float64)
-    if cfg.features == "pca":
-        X, _, _ = pca_project(X, cfg.pca_dim)
-    elif cfg.features != "pixels":
-        raise ValueError(f"features must be 'pca' or 'pixels', got {cfg.features!r}")
-    gm = _fit_mixture(X, cfg, ctx)
+    gm = _fit_mixture(_features(data, cfg, ctx.device), cfg, ctx)
     return FitResult(gm.labels_, _gmm_state(gm), {"lower_bound": gm.lower_bounds_},
                      {"lower_bound": gm.lower_bound_, "n_iter": gm.n_iter_})
+
+
+def _features(data, cfg: GMMConfig, device) -> torch.Tensor:
+    X = data.flat().to(device, torch.float64)
+    if cfg.features == "pca":
+        return pca_project(X, cfg.pca_dim)[0]
+    if cfg.features != "pixels":
+        raise ValueError(f"features must be 'pca' or 'pixels', got {cfg.features!r}")
+    return X
+
+
+def _reload_gmm(ck, data, cfg: GMMConfig, device) -> np.ndarray:
+    return _mixture_labels(ck, _features(data, cfg, device), cfg.covariance_type)
 
 
 @dataclass(frozen=True)
@@ -530,5 +561,17 @@ def _fit_gmm_ae(data, cfg: GMMAEConfig, ctx: RunContext) -> FitResult:
                      {"lower_bound": gm.lower_bound_, "final_recon": hist.last("loss/recon")})
 
 
-SPEC_GMM = MethodSpec(GMMConfig, _fit_gmm, "Gaussian mixture by EM on pixels (diag) or PCA (full)")
-SPEC_GMM_AE = MethodSpec(GMMAEConfig, _fit_gmm_ae, "Gaussian mixture by EM on autoencoder codes")
+def _reload_gmm_ae(ck, data, cfg: GMMAEConfig, device) -> np.ndarray:
+    """Codes from the saved (half-precision) encoder, then the saved mixture."""
+    from ..nets import MLPAutoencoder
+    from ..train import load_compact_state
+
+    ae = MLPAutoencoder(data.flat().shape[1], cfg.hidden, cfg.latent_dim)
+    load_compact_state(ae.encoder, ck["encoder"])
+    return _mixture_labels(ck, encode(ae.to(device), data.flat()), cfg.covariance_type)
+
+
+SPEC_GMM = MethodSpec(GMMConfig, _fit_gmm, "Gaussian mixture by EM on pixels (diag) or PCA (full)",
+                      reload=_reload_gmm)
+SPEC_GMM_AE = MethodSpec(GMMAEConfig, _fit_gmm_ae, "Gaussian mixture by EM on autoencoder codes",
+                         reload=_reload_gmm_ae)

@@ -231,4 +231,11 @@ def _fit(data, cfg: KMeansConfig, ctx: RunContext) -> FitResult:
                      extra_metrics={"inertia": km.inertia_, "n_iter": km.n_iter_})
 
 
-SPEC = MethodSpec(KMeansConfig, _fit, "k-means (k-means++ seeding, restarts) on raw pixels")
+def _reload(ck, data, cfg: KMeansConfig, device) -> np.ndarray:
+    """Nearest saved centre (stored in float32) of every image, in float64."""
+    X = data.flat().to(device, torch.float64)
+    return assign(X, ck["cluster_centers"].to(device, torch.float64))[0].cpu().numpy()
+
+
+SPEC = MethodSpec(KMeansConfig, _fit, "k-means (k-means++ seeding, restarts) on raw pixels",
+                  reload=_reload)
