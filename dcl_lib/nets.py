@@ -15,8 +15,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["mlp", "MLPAutoencoder", "init_normal_", "ConvTrunk", "ConvHead", "ConvGenerator",
-           "BatchedMLP"]
+__all__ = ["mlp", "MLPAutoencoder", "MLPGenerator", "MLPHead", "init_normal_", "ConvTrunk",
+           "ConvHead", "ConvGenerator", "BatchedMLP"]
 
 
 def mlp(sizes: Sequence[int], act: Callable[[], nn.Module] = nn.ReLU,
@@ -57,6 +57,32 @@ class MLPAutoencoder(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.encode(x)  # (B, latent_dim)
         return z, self.decoder(z)  # (B, in_dim)
+
+
+class MLPGenerator(nn.Module):
+    """z -> d-dimensional vectors through ReLU layers; ``forward(*parts)`` concatenates its
+    inputs (``G(z)`` or ``G(z_n, z_c)``).  No output activation: vector data are not
+    bounded like pixels."""
+
+    def __init__(self, latent_dim: int, out_dim: int, hidden: Sequence[int] = (256, 256)):
+        super().__init__()
+        self.net = mlp([latent_dim, *hidden, out_dim])
+
+    def forward(self, *z: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat(z, 1))  # (B, out_dim)
+
+
+class MLPHead(nn.Module):
+    """Vectors -> LeakyReLU(0.2) layers -> ``out_dim`` outputs: a critic (``out_dim=1``)
+    or an encoder for vector data; no batch normalisation (a WGAN-GP critic must not
+    normalise across the batch)."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: Sequence[int] = (256, 256)):
+        super().__init__()
+        self.net = mlp([in_dim, *hidden, out_dim], act=lambda: nn.LeakyReLU(0.2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.flatten(1))  # (B, out_dim)
 
 
 # ---------------------------------------------------------------------------

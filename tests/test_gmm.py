@@ -216,8 +216,9 @@ def test_empty_component_is_reseeded():
     w = np.array([0.5, 0.49, 0.01])
     m = np.stack([X[0], X[-1], np.array([1e3, 1e3])])  # third component far from everything
     C = np.stack([np.eye(2)] * 3)
-    gm = GaussianMixture(3, weights_init=w, means_init=m, covariances_init=C,
-                         max_iter=50).fit(X)
+    with pytest.warns(UserWarning, match=r"component\(s\) \[2\] explained less than one sample"):
+        gm = GaussianMixture(3, weights_init=w, means_init=m, covariances_init=C,
+                             max_iter=50).fit(X)
     assert gm.n_reseeded_ >= 1
     assert np.isfinite(gm.lower_bound_) and np.all(np.isfinite(gm.means_))
     assert len(np.unique(gm.labels_)) == 3
@@ -257,3 +258,54 @@ def test_gpu_matches_cpu():
     cpu = GaussianMixture(4, random_state=0, device="cpu").fit(X)
     gpu = GaussianMixture(4, random_state=0, device="cuda").fit(X)
     assert gpu.lower_bound_ == pytest.approx(cpu.lower_bound_, rel=1e-9)
+
+
+# ---------------------------------------------------------------------------
+# Regressions: errors instead of NaN models, monotone EM, checked initial parameters
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+@pytest.mark.parametrize("scale", [1.0, 1e6])
+def test_zero_variance_without_reg_covar_raises_instead_of_nan(covariance_type, scale):
+    X = np.vstack((np.ones((5, 5)), np.zeros((5, 5)))) * scale
+    if scale != 1.0:
+        X = np.hstack([X, np.full((10, 1), 3.0)])  # and a constant column
+    with pytest.raises(ValueError, match="ill-defined empirical covariance.*increase reg_covar"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            GaussianMixture(10, covariance_type=covariance_type, reg_covar=0,
+                            random_state=0).fit(X)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_more_components_than_distinct_points_keeps_em_monotone(covariance_type):
+    rng = np.random.default_rng(0)
+    X = np.repeat(rng.normal(size=(20, 3)), 10, axis=0)
+    with pytest.warns(UserWarning, match=r"re-seeded .* fewer distinct clusters than n_components=25"):
+        gm = GaussianMixture(25, covariance_type=covariance_type, random_state=0, max_iter=50).fit(X)
+    assert np.all(np.diff(gm.lower_bounds_) >= -1e-9), gm.lower_bounds_
+    assert np.isfinite(gm.lower_bound_) and gm.n_reseeded_ > 0
+
+
+def test_em_itself_never_reseeds():
+    """A component emptied during EM stays (as in scikit-learn): the trace is monotone."""
+    X = torch.tensor(_mixture(13, n=600, d=2, K=2))
+    pi = torch.tensor([0.5, 0.49, 0.01], dtype=X.dtype)
+    mu = torch.stack([X[0], X[-1], X.mean(0) + 1e3])  # the third component explains nothing
+    Sigma = torch.stack([torch.eye(2, dtype=X.dtype)] * 3)
+    run = gmm_mod.em(X, pi, mu, Sigma, "full", 1e-6, 0.0, 30)
+    assert np.all(np.diff(run.trace) >= -1e-9)
+
+
+def test_bad_covariances_init_are_reported_as_input_errors():
+    X = _mixture(1, n=200, d=2, K=2)
+    w, m = np.array([0.5, 0.5]), X[:2]
+    asym = np.stack([np.eye(2), np.array([[1.0, 0.5], [0.0, 1.0]])])
+    with pytest.raises(ValueError, match=r"covariances_init must be symmetric: component\(s\) \[1\]"):
+        GaussianMixture(2, weights_init=w, means_init=m, covariances_init=asym).fit(X)
+    notpd = np.stack([np.eye(2), np.array([[1.0, 2.0], [2.0, 1.0]])])
+    with pytest.raises(ValueError, match=r"positive-definite: component\(s\) \[1\]"):
+        GaussianMixture(2, weights_init=w, means_init=m, covariances_init=notpd).fit(X)
+    with pytest.raises(ValueError, match="must be positive"):
+        GaussianMixture(2, covariance_type="diag", weights_init=w, means_init=m,
+                        covariances_init=np.array([[1.0, 1.0], [1.0, -1.0]])).fit(X)

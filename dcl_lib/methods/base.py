@@ -152,11 +152,11 @@ class ClusterEstimator(ClusterMixin, BaseEstimator):
 
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
 
-    def _images_for(self, X, module_attr: str) -> torch.Tensor:
-        """Check the estimator is fitted; return images X (N, C, H, W) on the device of the
-        fitted network named ``module_attr``."""
+    def _images_for(self, X, module_attr: str, ndim: tuple[int, ...] = (4,)) -> torch.Tensor:
+        """Check the estimator is fitted; return X (images (N, C, H, W) by default) on the
+        device of the fitted network named ``module_attr``."""
         self._check_fitted(module_attr)
-        X = as_tensor(X, dtype=torch.float32, ndim=(4,))
+        X = as_tensor(X, dtype=torch.float32, ndim=ndim)
         return X.to(next(getattr(self, module_attr).parameters()).device)
 
     def _check_n_features(self, X: torch.Tensor) -> None:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..config import MethodConfig
 from ..gan import gradient_penalty, sample_prior, wasserstein_critic_loss, wasserstein_generator_loss
-from ..nets import ConvGenerator, ConvHead
+from ..nets import ConvGenerator, ConvHead, MLPGenerator, MLPHead
 from ..train import (History, LossWindow, TrainState, batched, compact_state, eval_mode, make_adam,
                      progress, random_batch, seeded_generator)
 from .base import (ClusterEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters,
@@ -97,6 +97,49 @@ class Encoder(ConvHead):
         return h[:, : self.dim_n], h[:, self.dim_n:]
 
 
+class VectorCritic(MLPHead):
+    """The critic for vector data (N, d): two LeakyReLU layers of width ``hidden``."""
+
+    def __init__(self, dim: int, hidden: int = 256):
+        super().__init__(dim, 1, (hidden, hidden))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).squeeze(1)  # (B,)
+
+
+class VectorEncoder(MLPHead):
+    """The encoder for vector data: x -> (z_n_hat, logits of z_c)."""
+
+    def __init__(self, dim: int, dim_n: int, n_clusters: int, hidden: int = 256):
+        super().__init__(dim, dim_n + n_clusters, (hidden, hidden))
+        self.dim_n = dim_n
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = super().forward(x)  # (B, dim_n + K)
+        return h[:, : self.dim_n], h[:, self.dim_n:]
+
+
+def build_networks(cfg: "ClusterGANConfig", data_shape: tuple[int, ...], encoder: bool = True):
+    """(G, D, E or None) for data of shape ``data_shape`` (one sample): the official
+    convolutional networks for images (``arch="conv"``), two-layer MLPs of width
+    ``hidden`` for vectors (``arch="mlp"``, the official Pendigits / 10x_73k choice)."""
+    latent = cfg.dim_n + cfg.n_clusters
+    if cfg.arch == "conv":
+        if len(data_shape) != 3:
+            raise ValueError(f"arch='conv' needs images (C, H, W), got samples of shape {data_shape}")
+        G = Generator(latent, cfg.hidden, cfg.channels, data_shape)
+        D = Critic(cfg.hidden, cfg.channels, data_shape)
+        E = Encoder(cfg.dim_n, cfg.n_clusters, cfg.hidden, cfg.channels, data_shape) if encoder else None
+        return G, D, E
+    if cfg.arch == "mlp":
+        dim = int(np.prod(data_shape))
+        G = MLPGenerator(latent, dim, (cfg.hidden, cfg.hidden))
+        D = VectorCritic(dim, cfg.hidden)
+        E = VectorEncoder(dim, cfg.dim_n, cfg.n_clusters, cfg.hidden) if encoder else None
+        return G, D, E
+    raise ValueError(f"arch must be 'conv' or 'mlp', got {cfg.arch!r}")
+
+
 # ---------------------------------------------------------------------------
 # Training steps and loop
 # ---------------------------------------------------------------------------
@@ -119,6 +162,7 @@ class ClusterGANConfig(MethodConfig):
     use_encoder: bool = True      # False: a plain WGAN-GP with the same prior (backprop decoding)
     prior: str = "mixed"          # "mixed" (one-hot + N(0, sigma^2)) or "normal" (N(0, sigma^2) only)
     eval_every: int = 500
+    arch: str = "conv"            # "conv": images (official MNIST nets); "mlp": vectors (N, d)
 
     profiles = {
         # full: batch 256 as the issue's H100 probe (a run's time budget is the runner's
@@ -216,11 +260,9 @@ def train_clustergan(X: torch.Tensor, cfg: ClusterGANConfig, seed: int, device,
     if cfg.prior == "normal":  # the baseline: all latent dimensions continuous, no encoder
         cfg = dataclasses.replace(cfg, dim_n=cfg.dim_n + cfg.n_clusters, n_clusters=0,
                                   use_encoder=False)
-    shape = tuple(X.shape[1:])
-    G = Generator(cfg.dim_n + cfg.n_clusters, cfg.hidden, cfg.channels, shape).to(device)
-    D = Critic(cfg.hidden, cfg.channels, shape).to(device)
-    E = Encoder(cfg.dim_n, cfg.n_clusters, cfg.hidden, cfg.channels, shape).to(device) \
-        if cfg.use_encoder else None
+    G, D, E = build_networks(cfg, tuple(X.shape[1:]), cfg.use_encoder)
+    G, D = G.to(device), D.to(device)
+    E = E.to(device) if E is not None else None
     opt_d = make_adam(D.parameters(), cfg.lr, device, betas=cfg.betas)
     ge_params = list(G.parameters()) + (list(E.parameters()) if E is not None else [])
     opt_ge = make_adam(ge_params, cfg.lr, device, betas=cfg.betas)  # G and E: one optimiser
@@ -332,17 +374,18 @@ class ClusterGAN(ClusterEstimator):
         self.verbose = verbose
 
     def fit(self, X, y=None, y_eval=None, state: TrainState | None = None):
-        """Train on images X; ``y`` is ignored, ``y_eval`` only logs ACC, ``state``
-        saves/resumes the training (the runner's ``--resume``)."""
-        X = as_tensor(X, dtype=torch.float32, ndim=(4,))
-        check_n_clusters(self.n_clusters, X.shape[0])
-        if X.shape[2] % 4 or X.shape[3] % 4:
-            raise ValueError(f"ClusterGAN's networks need (N, C, H, W) images with H and W divisible "
-                             f"by 4 (MNIST: (N, 1, 28, 28)), got {tuple(X.shape)}")
-        if float(X.min()) < 0 or float(X.max()) > 1:
-            raise ValueError("ClusterGAN expects images scaled to [0, 1]")
+        """Train on images X (``arch="conv"``) or vectors (``arch="mlp"``); ``y`` is
+        ignored, ``y_eval`` only logs ACC, ``state`` saves/resumes the training."""
         cfg = dataclasses.replace(self.config or ClusterGANConfig.for_profile("quick"),
                                   n_clusters=self.n_clusters)
+        X = as_tensor(X, dtype=torch.float32, ndim=(4,) if cfg.arch == "conv" else (2,))
+        check_n_clusters(self.n_clusters, X.shape[0])
+        if cfg.arch == "conv":
+            if X.shape[2] % 4 or X.shape[3] % 4:
+                raise ValueError(f"ClusterGAN's networks need (N, C, H, W) images with H and W "
+                                 f"divisible by 4 (MNIST: (N, 1, 28, 28)), got {tuple(X.shape)}")
+            if float(X.min()) < 0 or float(X.max()) > 1:
+                raise ValueError("ClusterGAN expects images scaled to [0, 1]")
         if not cfg.use_encoder:
             raise ValueError("use_encoder=False trains a plain WGAN-GP: call train_clustergan and "
                              "backprop_decode instead of the estimator")
@@ -359,7 +402,8 @@ class ClusterGAN(ClusterEstimator):
 
     def transform(self, X) -> np.ndarray:
         """The encoded latent [z_n_hat, softmax(z_c_hat)], (N, dim_n + K)."""
-        X = self._images_for(X, "encoder_")
+        self._check_fitted("encoder_")
+        X = self._images_for(X, "encoder_", (4,) if self.config_.arch == "conv" else (2,))
         zn, pc = encode(self.encoder_, X)
         return torch.cat([zn, pc], 1).cpu().numpy()
 
@@ -389,11 +433,9 @@ class ClusterGAN(ClusterEstimator):
         shape = tuple(int(v) for v in ck.get("image_shape", (1, 28, 28)))
         dev = get_device(device)
         est = cls(cfg.n_clusters, cfg, device=device)
-        est.generator_ = load_compact_state(
-            Generator(cfg.dim_n + cfg.n_clusters, cfg.hidden, cfg.channels, shape), ck["generator"]
-        ).to(dev)
-        est.encoder_ = load_compact_state(
-            Encoder(cfg.dim_n, cfg.n_clusters, cfg.hidden, cfg.channels, shape), ck["encoder"]).to(dev)
+        G, _, E = build_networks(cfg, shape)
+        est.generator_ = load_compact_state(G, ck["generator"]).to(dev)
+        est.encoder_ = load_compact_state(E, ck["encoder"]).to(dev)
         est.config_, est.image_shape_, est.critic_, est.history_ = cfg, shape, None, None
         return est
 

@@ -157,17 +157,33 @@ def m_step(X: torch.Tensor, gamma: torch.Tensor, covariance_type: str = "full",
     return pi, mu, Sigma
 
 
+_ILL_DEFINED = ("Fitting the mixture model failed because some components have ill-defined "
+                "empirical covariance (for instance caused by singleton or collapsed samples). "
+                "Try to decrease the number of components, increase reg_covar, or scale the "
+                "input data.")  # scikit-learn's wording
+
+
+def _ill_defined(bad, dtype) -> ValueError:
+    extra = (" The numerical accuracy can also be improved by passing float64 data instead of "
+             "float32.") if dtype == torch.float32 else ""
+    return ValueError(f"{_ILL_DEFINED}{extra} (component(s) {bad})")
+
+
 def cholesky(Sigma: torch.Tensor) -> torch.Tensor:
     """Cholesky factors with a message that says what to do when one fails."""
     L, info = torch.linalg.cholesky_ex(Sigma)
-    if bool((info > 0).any()):
-        bad = torch.nonzero(info > 0).flatten().tolist()
-        raise ValueError(
-            f"covariance of component(s) {bad} is not positive definite: the component has "
-            f"collapsed onto too few points. Try to decrease the number of components, "
-            f"increase reg_covar, or scale the input data."
-        )
+    bad = torch.nonzero((info > 0) | ~torch.isfinite(Sigma).flatten(1).all(1)).flatten()
+    if bad.numel():
+        raise _ill_defined(bad.tolist(), Sigma.dtype)
     return L
+
+
+def check_variances(var: torch.Tensor) -> torch.Tensor:
+    """Diagonal covariances must be positive and finite (the same message as Cholesky's)."""
+    bad = torch.nonzero(~((var > 0) & torch.isfinite(var)).all(1)).flatten()
+    if bad.numel():
+        raise _ill_defined(bad.tolist(), var.dtype)
+    return var
 
 
 # ---------------------------------------------------------------------------
@@ -223,7 +239,7 @@ def epsilon_em(X: torch.Tensor, pi: torch.Tensor, mu: torch.Tensor, Sigma: torch
 # ---------------------------------------------------------------------------
 
 def _params_to_cov(Sigma, covariance_type):
-    return cholesky(Sigma) if covariance_type == "full" else Sigma
+    return cholesky(Sigma) if covariance_type == "full" else check_variances(Sigma)
 
 
 class EMResult(NamedTuple):
@@ -236,21 +252,41 @@ class EMResult(NamedTuple):
     trace: list[float]          # lower_bound per iteration
     converged: bool
     n_iter: int
-    n_reseeded: int
+
+
+def reseed_empty(X: torch.Tensor, pi: torch.Tensor, mu: torch.Tensor, Sigma: torch.Tensor,
+                 covariance_type: str) -> tuple[tuple[torch.Tensor, ...], list[int]]:
+    """Re-seed the components that explain less than one sample at a starting point.
+
+    Each empty component moves to one of the worst-explained samples, with the largest
+    component's covariance and weight 1/N.  Done once, *before* EM: inside EM a re-seed
+    could lower the likelihood and break its monotonicity.  Returns the new parameters and
+    the indices of the re-seeded components.
+    """
+    log_gamma, log_px = e_step(X, torch.log(pi), mu, _params_to_cov(Sigma, covariance_type),
+                               covariance_type)
+    empty = torch.nonzero(log_gamma.exp().sum(0) < 1.0).flatten()
+    if empty.numel() == 0:
+        return (pi, mu, Sigma), []
+    pi, mu, Sigma = pi.clone(), mu.clone(), Sigma.clone()
+    worst = torch.argsort(log_px)[: empty.numel()]
+    mu[empty] = X[worst]
+    Sigma[empty] = Sigma[torch.argmax(pi)].clone()
+    pi[empty] = 1.0 / X.shape[0]
+    return (pi / pi.sum(), mu, Sigma), empty.tolist()
 
 
 def em(X: torch.Tensor, pi: torch.Tensor, mu: torch.Tensor, Sigma: torch.Tensor,
        covariance_type: str, reg_covar: float, tol: float, max_iter: int,
-       reseed_empty: bool = True, callback: Callable | None = None, verbose: bool = False
-       ) -> EMResult:
+       callback: Callable | None = None, verbose: bool = False) -> EMResult:
     """Run EM from (pi, mu, Sigma); return the fitted parameters and the trace.
 
     Each iteration: E-step (giving the per-sample mean log-likelihood, the
     "lower bound" of scikit-learn) -> M-step.  Stops when the bound changes by
-    less than ``tol``.  A component whose N_k falls below one point is
-    re-seeded at the worst-explained sample (and counted).
+    less than ``tol``.  Nothing is changed between the steps, so the bound never
+    decreases (up to the reg_covar effect of :func:`m_step_decrease_bound`).
     """
-    trace, lower_bound, converged, n_reseeded = [], -math.inf, False, 0
+    trace, lower_bound, converged = [], -math.inf, False
     n_iter = 0
     for n_iter in progress(range(1, max_iter + 1), desc="EM", verbose=verbose):
         prev = lower_bound
@@ -258,15 +294,6 @@ def em(X: torch.Tensor, pi: torch.Tensor, mu: torch.Tensor, Sigma: torch.Tensor,
                                    covariance_type)
         gamma = log_gamma.exp()
         pi, mu, Sigma = m_step(X, gamma, covariance_type, reg_covar)
-        if reseed_empty:
-            empty = torch.nonzero(gamma.sum(0) < 1.0).flatten()
-            if empty.numel() > 0:
-                worst = torch.argsort(log_px)[: empty.numel()]
-                mu[empty] = X[worst]
-                Sigma[empty] = Sigma[torch.argmax(pi)].clone()
-                pi[empty] = 1.0 / X.shape[0]
-                pi = pi / pi.sum()
-                n_reseeded += int(empty.numel())
         lower_bound = float(log_px.mean())
         trace.append(lower_bound)
         if callback is not None:
@@ -274,7 +301,7 @@ def em(X: torch.Tensor, pi: torch.Tensor, mu: torch.Tensor, Sigma: torch.Tensor,
         if abs(lower_bound - prev) < tol:
             converged = True
             break
-    return EMResult(pi, mu, Sigma, lower_bound, trace, converged, n_iter, n_reseeded)
+    return EMResult(pi, mu, Sigma, lower_bound, trace, converged, n_iter)
 
 
 # ---------------------------------------------------------------------------
@@ -361,6 +388,17 @@ class GaussianMixture(ClusterEstimator):
                              f"{tuple(pi.shape)}, {tuple(mu.shape)}, {tuple(Sigma.shape)}")
         if (pi < 0).any() or abs(float(pi.sum()) - 1) > 1e-6:
             raise ValueError("weights_init must be non-negative and sum to 1")
+        if self.covariance_type == "full":
+            asym = torch.nonzero(~torch.isclose(Sigma, Sigma.transpose(1, 2)).flatten(1).all(1))
+            if asym.numel():
+                raise ValueError(f"covariances_init must be symmetric: component(s) "
+                                 f"{asym.flatten().tolist()} are not")
+            notpd = torch.nonzero(torch.linalg.cholesky_ex(Sigma)[1] > 0).flatten()
+            if notpd.numel():
+                raise ValueError(f"covariances_init must be positive-definite: component(s) "
+                                 f"{notpd.tolist()} are not")
+        elif (Sigma <= 0).any():
+            raise ValueError("covariances_init must be positive (diagonal covariances)")
         return pi, mu, Sigma
 
     def _init_from_data(self, X, g: torch.Generator):
@@ -386,14 +424,22 @@ class GaussianMixture(ClusterEstimator):
         self._check_params(X.shape[0])
         g = torch.Generator().manual_seed(seed_from(self.random_state))
         from_params = self.weights_init is not None
-        best = None
+        best, best_reseeded = None, []
         for _ in range(1 if from_params else self.n_init):
             start = self._init_from_params(X) if from_params else self._init_from_data(X, g)
+            start, reseeded = reseed_empty(X, *start, self.covariance_type)
             out = em(X, *start, self.covariance_type, self.reg_covar, self.tol, self.max_iter,
                      verbose=self.verbose)
             if best is None or out.lower_bound > best.lower_bound:
-                best = out
-        pi, mu, Sigma, lower_bound, trace, converged, n_iter, n_reseeded = best
+                best, best_reseeded = out, reseeded
+        pi, mu, Sigma, lower_bound, trace, converged, n_iter = best
+        n_reseeded = len(best_reseeded)
+        if best_reseeded:
+            warnings.warn(
+                f"component(s) {best_reseeded} explained less than one sample at the "
+                f"initialisation and were re-seeded at the worst-explained samples before EM "
+                f"(the data may hold fewer distinct clusters than n_components="
+                f"{self.n_components})", UserWarning, stacklevel=2)
         if not converged:
             warnings.warn(
                 f"EM did not converge in max_iter={self.max_iter} iterations (last change of the "
