@@ -45,7 +45,8 @@ __all__ = ["RunPlan", "resolve", "fit", "record", "run", "git_commit", "check_re
 
 
 def git_commit() -> str:
-    """The commit of the checkout this library runs from (``+dirty`` if modified).
+    """The commit of the checkout this library runs from (``+dirty`` if a tracked file
+    outside ``results/`` is modified: runs write their own outputs there).
 
     Where the checkout has no git history (a copy of the tree on a lent GPU machine),
     ``$DCL_GIT_COMMIT`` names it: the campaign's launcher sets it from a clean tree.
@@ -56,8 +57,9 @@ def git_commit() -> str:
                              text=True, timeout=10).stdout.strip()
         if not sha:
             return os.environ.get("DCL_GIT_COMMIT", "unknown")
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results"], cwd=root, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return os.environ.get("DCL_GIT_COMMIT", "unknown")
