@@ -12,14 +12,13 @@ writes ``results/benchmarks/depict_cpu_speed.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
 
 import torch
 
-from dcl_lib._io import atomic_path
+from dcl_lib._io import write_json
 from dcl_lib.data import load_dataset
 from dcl_lib.methods.depict import DepictConfig, DepictNet, cluster_pass, to_signed, update_network
 from dcl_lib.runner import git_commit
@@ -83,10 +82,7 @@ def main(argv=None) -> dict:
     record = {"n_timed": a.n, "channels": full.channels, "device": device_name(torch.device("cpu")),
               "cpu": platform.processor() or platform.machine(),
               "torch": torch.__version__, "git_commit": git_commit(), "rows": rows}
-    out = Path(a.out) / "depict_cpu_speed.json"
-    with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps(record, indent=2))
-    print(f"-> {out}")
+    print(f"-> {write_json(Path(a.out) / 'depict_cpu_speed.json', record)}")
     return record
 
 

@@ -11,7 +11,6 @@ on the machine.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 import warnings
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from sklearn.mixture import GaussianMixture as SKGaussianMixture
 
-from dcl_lib._io import atomic_path
+from dcl_lib._io import write_json
 from dcl_lib.methods.gmm import GaussianMixture
 from dcl_lib.runner import git_commit
 from dcl_lib.train import device_name, get_device
@@ -87,12 +86,8 @@ def main(argv=None) -> dict:
             record["lower_bound_rel_diff"] = abs(ours.lower_bound_ - sk.lower_bound_) / abs(sk.lower_bound_)
     for key, val in record.items():
         print(f"{key:30s} {val}")
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{a.name or f'gmm_em_{dev.type}_n{a.n}'}.json"
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=2))
-    print(f"-> {path}")
+    name = a.name or f"gmm_em_{dev.type}_n{a.n}"
+    print(f"-> {write_json(Path(a.out) / f'{name}.json', record)}")
     return record
 
 

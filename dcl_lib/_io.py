@@ -1,6 +1,7 @@
 """Atomic file writes: write to a temporary file beside the target, then rename."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -29,3 +30,10 @@ def atomic_path(dst: str | os.PathLike, suffix: str = ".part") -> Iterator[Path]
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_json(dst: str | os.PathLike, obj, **kw) -> Path:
+    """Write ``obj`` as strict JSON (no NaN/inf), indented, atomically; return the path."""
+    with atomic_path(dst, suffix=".tmp") as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, allow_nan=False, **kw))
+    return Path(dst)

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._io import atomic_path
+from ._io import atomic_path, write_json
 
 __all__ = ["Job", "plan", "outstanding", "run_campaign", "collect", "check_provenance", "prepare"]
 
@@ -250,8 +250,7 @@ def _pack(work: Path, out: Path, summary: dict[str, Any]) -> None:
                 tar.add(f, arcname=str(f.relative_to(work)))
     summary["archives"] = [f"campaign-{i + 1}.tar" for i in range(len(bins))]
     summary["left_out"] = left_out
-    with atomic_path(out / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, allow_nan=False, default=str))
+    write_json(out / "summary.json", summary, default=str)
 
 
 # ---------------------------------------------------------------------------

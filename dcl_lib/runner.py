@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import platform
 import re
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from ._io import atomic_path
+from ._io import write_json
 from .config import DATA_PROFILES, MethodConfig, resolve_profile
 from .data import DATASETS, ImageData, load_dataset
 from .methods import get_spec, method_names
@@ -258,8 +257,7 @@ def record(plan: RunPlan, data: ImageData, result: FitResult, state: TrainState,
     }
     if plan.spec.target_acc is not None and isinstance(history, History):
         rec["time_to_acc"] = _jsonable(history.time_to_acc(plan.spec.target_acc))
-    with atomic_path(plan.json_path, suffix=".tmp") as tmp:
-        tmp.write_text(json.dumps(_jsonable(rec), indent=2, allow_nan=False))
+    write_json(plan.json_path, _jsonable(rec))
     rec["path"] = str(plan.json_path)
     return rec
 
