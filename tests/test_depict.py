@@ -1,5 +1,7 @@
 """DEPICT: targets and objective against independent computations, the network's
 shapes, the two pathways, determinism, runner."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -202,3 +204,30 @@ def test_optimal_target_satisfies_the_kkt_conditions_and_beats_the_closed_form()
         return o
     opt.step(closure)
     assert float(depict_objective(torch.softmax(A.detach(), 1), p)) >= best - 1e-10
+
+
+def test_pretrained_network_replaces_pretraining(tmp_path, monkeypatch):
+    """A committed pretrained export is loaded instead of pretraining (the history has no
+    pretraining epoch and names the file); DCL_RETRAIN=1 pretrains live; a missing file
+    says how to make it."""
+    from dcl_lib.methods.depict import PRETRAIN_COMMAND, fit_depict, pretrained_path
+    from dcl_lib.train import compact_state, save_checkpoint
+
+    d = load_dataset("digits")
+    x = d.x[:300] * 2 - 1
+    base = DepictConfig(channels=4, batch_size=64, pretrain_epochs=2, warmup_epochs=1, epochs=1,
+                        kmeans_n_init=1)
+    net, _ = fit_depict(x, dataclasses.replace(base, warmup_epochs=0, epochs=0), 0, "cpu",
+                        verbose=False)
+    save_checkpoint(tmp_path / "pre-seed0.pt", {"net": compact_state(net)})
+    cfg = dataclasses.replace(base, pretrained=str(tmp_path / "pre-seed{seed}.pt"))
+    _, h = fit_depict(x, cfg, 0, "cpu", verbose=False)
+    assert "pretrain" not in h["phase"] and h["pretrained_from"].endswith("pre-seed0.pt")
+    monkeypatch.setenv("DCL_RETRAIN", "1")
+    assert pretrained_path(cfg, 0) is None
+    _, h = fit_depict(x, cfg, 0, "cpu", verbose=False)
+    assert h["phase"].count("pretrain") == 2
+    monkeypatch.delenv("DCL_RETRAIN")
+    with pytest.raises(FileNotFoundError, match="make it with"):
+        fit_depict(x, cfg, 1, "cpu", verbose=False)  # no pre-seed1.pt
+    assert "--set pretrained=None" in PRETRAIN_COMMAND

@@ -17,7 +17,9 @@ reconstruction losses.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,8 +28,8 @@ from torch import nn
 
 from ..config import MethodConfig
 from ..metrics import nmi
-from ..train import (History, LossWindow, TrainState, batched, compact_state, make_adam, minibatches,
-                     progress, seeded_generator)
+from ..train import (History, LossWindow, TrainState, batched, compact_state, load_checkpoint,
+                     load_compact_state, make_adam, minibatches, progress, seeded_generator)
 from .base import (ClusterEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters,
                    seed_from)
 from .kmeans import KMeans
@@ -204,6 +206,9 @@ class DepictConfig(MethodConfig):
     epochs: int = 100                     # main loop (official: up to 4000)
     stop_tol: float = 1e-7                # MSE between consecutive Q (official)
     kmeans_n_init: int = 40               # official MNIST-full setting
+    pretrained: str | None = None         # a runner export of the pretrained network ("{seed}"
+                                          # = the run seed): replaces pretraining unless
+                                          # DCL_RETRAIN=1 (see pretrained_path)
 
     profiles = {
         # quick: 32 channels and lr 1e-3 (with gradients through the clean hidden targets
@@ -247,6 +252,28 @@ def update_network(net: DepictNet, opt: torch.optim.Optimizer, x: torch.Tensor, 
     return rec.detach(), ce.detach()
 
 
+_ROOT = Path(__file__).resolve().parents[2]
+PRETRAIN_COMMAND = ("python -m dcl_lib run depict --profile quick --seed {seed} --set pretrained=None "
+                    "--set warmup_epochs=0 --set epochs=0 --tag pretrained")
+
+
+def pretrained_path(cfg: DepictConfig, seed: int) -> Path | None:
+    """The pretrained network to start from, or None (pretrain live).
+
+    ``cfg.pretrained`` names a runner export (relative to the repository); ``$DCL_RETRAIN=1``
+    ignores it and pretrains live.  A missing file is an error that says how to make it.
+    """
+    if cfg.pretrained is None or os.environ.get("DCL_RETRAIN") == "1":
+        return None
+    path = Path(cfg.pretrained.format(seed=seed))
+    path = path if path.is_absolute() else _ROOT / path
+    if not path.exists():
+        raise FileNotFoundError(
+            f"the pretrained DEPICT network {path} is missing: make it with\n  "
+            f"{PRETRAIN_COMMAND.format(seed=seed)}\nor set DCL_RETRAIN=1 to pretrain live")
+    return path
+
+
 _HINT = "lower the learning rate (tanh codes saturate at high rates) or check that images are in [-1, 1]"
 
 
@@ -271,6 +298,12 @@ def fit_depict(X: torch.Tensor, cfg: DepictConfig, seed: int, device, y: torch.T
     state.attach({"net": net}, {"adam": opt}, {"batches": g}, hist)
     prog = state.restore()  # {} for a fresh run
     phase, done, step = prog.get("phase", "pretrain"), prog.get("epoch", 0), prog.get("step", 0)
+    source = pretrained_path(cfg, seed)
+    if source is not None and phase == "pretrain":  # (1) replaced by the committed network
+        load_compact_state(net, load_checkpoint(source)["net"])
+        done = cfg.pretrain_epochs
+        hist.scalars["pretrained_from"] = str(source.relative_to(_ROOT) if source.is_relative_to(_ROOT)
+                                              else source)
 
     def run_epoch(target: torch.Tensor | None, name: str) -> dict[str, float]:
         window = LossWindow(unit="epoch")
