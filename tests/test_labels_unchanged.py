@@ -24,7 +24,8 @@ TINY = {
     "kmeans": {},
     "gmm": {"pca_dim": 10},
     "gmm-ae": {"hidden": (64, 64), "epochs": 3},
-    "depict": {"channels": 8, "pretrain_epochs": 2, "warmup_epochs": 2, "epochs": 2, "kmeans_n_init": 2},
+    "depict": {"channels": 8, "pretrain_epochs": 2, "warmup_epochs": 2, "epochs": 2, "kmeans_n_init": 2,
+               "pretrained": None},
     "clustergan": {"hidden": 32, "channels": (4, 8), "iterations": 20, "eval_every": 10},
 }
 SHA256 = {

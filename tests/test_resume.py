@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # tiny configs on scikit-learn's 8x8 digits (no data file needed)
 DEPICT_TINY = {"channels": 8, "pretrain_epochs": 3, "warmup_epochs": 3, "warmup_patience": 5,
-               "epochs": 3, "kmeans_n_init": 2}
+               "epochs": 3, "kmeans_n_init": 2, "pretrained": None}
 CLUSTERGAN_TINY = {"hidden": 16, "channels": (2, 4), "iterations": 150, "eval_every": 25,
                    "batch_size": 16}
 
@@ -66,7 +66,7 @@ def _kill_after_first_save(args, out, state):
 @pytest.mark.parametrize("method, args", [
     ("depict", ["--dataset", "mnist", "--profile", "quick", "--subset", "1500", "--set",
                 "pretrain_epochs=4", "--set", "warmup_epochs=3", "--set", "epochs=4",
-                "--set", "kmeans_n_init=2"]),
+                "--set", "kmeans_n_init=2", "--set", "pretrained=None"]),
     ("clustergan", ["--dataset", "digits", "--profile", "quick", "--set", "hidden=16",
                     "--set", "channels=(2, 4)", "--set", "iterations=400", "--set", "eval_every=20",
                     "--set", "batch_size=16"]),

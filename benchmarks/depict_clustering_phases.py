@@ -1,0 +1,108 @@
+"""What do DEPICT's clustering phases add, and which choices matter?  (A study, not a test.)
+
+Pretrains DEPICT's network once on the quick profile's 10,000 MNIST images (or loads the
+committed export given by ``--pretrained``), then runs variants of the clustering phases
+from that same network and records ACC after every epoch: the quick profile as it is
+(warm-up on the k-means labels, DEC's target), without the warm-up, with the official
+learning rate 1e-4, with the paper's target, with a fresh optimiser.  Writes
+``results/benchmarks/depict_clustering_phases.json`` (read by the DEPICT chapter).
+
+    DCL_DATA_MIRROR=../shared/data python benchmarks/depict_clustering_phases.py \\
+        --pretrained results/depict/mnist-train-quick-seed0-pretrained.pt --epochs 30
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+
+from dcl_lib._io import write_json
+from dcl_lib.data import load_dataset
+from dcl_lib.methods.depict import (DepictConfig, DepictNet, cluster_pass, depict_target, to_signed,
+                                    update_network)
+from dcl_lib.methods.kmeans import KMeans
+from dcl_lib.metrics import cluster_acc, nmi
+from dcl_lib.runner import git_commit
+from dcl_lib.train import (device_name, load_checkpoint, load_compact_state, make_adam, minibatches,
+                           seeded_generator)
+
+VARIANTS = {  # name -> changes to the quick profile's clustering phases
+    "quick profile (warm-up, DEC target)": {},
+    "no warm-up": {"warmup_epochs": 0},
+    "official lr 1e-4": {"lr": 1e-4},
+    "no warm-up, lr 1e-4": {"warmup_epochs": 0, "lr": 1e-4},
+    "paper's target (sqrt)": {"target": "sqrt"},
+}
+
+
+def clustering_phases(net: DepictNet, X: torch.Tensor, y: torch.Tensor, init: torch.Tensor,
+                      centres: torch.Tensor, cfg: DepictConfig, epochs: int, seed: int) -> list[float]:
+    """DEPICT's steps (2)-(4) from a pretrained ``net``: ACC after each epoch, the first
+    entry being the head's initial ACC."""
+    torch.manual_seed(seed)
+    g = seeded_generator(seed)
+    opt = make_adam(net.parameters(), cfg.lr, "cpu")
+    net.init_head(centres)
+    accs = [cluster_acc(y, cluster_pass(net, X)[1].argmax(1))]
+    best, bad = -1.0, 0
+    for _ in range(cfg.warmup_epochs):  # warm-up on the hard k-means labels
+        if bad >= cfg.warmup_patience:
+            break
+        for b in minibatches(len(X), cfg.batch_size, g):
+            update_network(net, opt, X[b], cfg, init[b])
+        p = cluster_pass(net, X)[1]
+        accs.append(cluster_acc(y, p.argmax(1)))
+        score = nmi(init, p.argmax(1))
+        best, bad = (score, 0) if score > best else (best, bad + 1)
+    q = depict_target(cluster_pass(net, X)[1], cfg.target)
+    for _ in range(epochs):  # the main loop
+        for b in minibatches(len(X), cfg.batch_size, g):
+            update_network(net, opt, X[b], cfg, q[b])
+        p = cluster_pass(net, X)[1]
+        q = depict_target(p, cfg.target)
+        accs.append(cluster_acc(y, p.argmax(1)))
+    return accs
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pretrained", default=None, help="a runner export to start from")
+    ap.add_argument("--epochs", type=int, default=30, help="main-loop epochs per variant")
+    ap.add_argument("--out", default="results/benchmarks")
+    a = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    quick = DepictConfig.for_profile("quick")
+    data = load_dataset("mnist", "train", subset=10_000, seed=0)
+    X, y = to_signed(data.x), data.y
+    torch.manual_seed(0)
+    net = DepictNet((1, 28, 28), 10, quick.channels, quick.dropout)
+    if a.pretrained:
+        load_compact_state(net, load_checkpoint(a.pretrained)["net"])
+    else:
+        g, opt = seeded_generator(0), make_adam(net.parameters(), quick.lr, "cpu")
+        for _ in range(quick.pretrain_epochs):
+            for b in minibatches(len(X), quick.batch_size, g):
+                update_network(net, opt, X[b], quick, None)
+    km = KMeans(10, n_init=quick.kmeans_n_init, random_state=0, dtype=torch.float32).fit(
+        cluster_pass(net, X)[0])
+    centres = torch.as_tensor(km.cluster_centers_, dtype=torch.float32)
+    init = torch.as_tensor(km.labels_)
+    record = {"pretrained": a.pretrained, "kmeans_on_embedding_acc": cluster_acc(y, km.labels_),
+              "epochs": a.epochs, "variants": {}}
+    for name, changes in VARIANTS.items():
+        cfg = dataclasses.replace(quick, **changes)
+        accs = clustering_phases(copy.deepcopy(net), X, y, init, centres, cfg, a.epochs, seed=1)
+        record["variants"][name] = {"changes": changes, "acc": accs}
+        print(f"{name:36s} start {accs[0]:.4f}  end {accs[-1]:.4f}  best {max(accs):.4f}", flush=True)
+    record.update({"device": device_name(torch.device("cpu")), "torch": torch.__version__,
+                   "git_commit": git_commit(), "wall_time_s": time.perf_counter() - t0})
+    print(f"-> {write_json(Path(a.out) / 'depict_clustering_phases.json', record)}")
+    return record
+
+
+if __name__ == "__main__":
+    main()
