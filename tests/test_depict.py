@@ -105,7 +105,8 @@ def test_bad_input():
 
 def test_runner_depict(tmp_path):
     rec = run("depict", "digits", "quick", seed=0, out_dir=tmp_path,
-              overrides={"channels": 8, "pretrain_epochs": 2, "warmup_epochs": 1, "epochs": 1})
+              overrides={"channels": 8, "pretrain_epochs": 2, "warmup_epochs": 1, "epochs": 1,
+                         "pretrained": None})
     assert rec["checkpoint"] and rec["history"]["phase"][0] == "pretrain"
     assert "kmeans_init_acc" in rec["metrics"]
 
@@ -230,4 +231,6 @@ def test_pretrained_network_replaces_pretraining(tmp_path, monkeypatch):
     monkeypatch.delenv("DCL_RETRAIN")
     with pytest.raises(FileNotFoundError, match="make it with"):
         fit_depict(x, cfg, 1, "cpu", verbose=False)  # no pre-seed1.pt
+    with pytest.raises(ValueError, match="does not fit this network"):
+        fit_depict(x, dataclasses.replace(cfg, channels=8), 0, "cpu", verbose=False)
     assert "--set pretrained=None" in PRETRAIN_COMMAND

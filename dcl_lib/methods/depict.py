@@ -303,7 +303,13 @@ def fit_depict(X: torch.Tensor, cfg: DepictConfig, seed: int, device, y: torch.T
     phase, done, step = prog.get("phase", "pretrain"), prog.get("epoch", 0), prog.get("step", 0)
     source = pretrained_path(cfg, seed)
     if source is not None and phase == "pretrain":  # (1) replaced by the committed network
-        load_compact_state(net, load_checkpoint(source)["net"])
+        try:
+            load_compact_state(net, load_checkpoint(source)["net"])
+        except (RuntimeError, KeyError) as exc:
+            raise ValueError(
+                f"the pretrained export {source} does not fit this network ({str(exc)[:200]}); "
+                f"it was made for the quick profile's MNIST images: set pretrained=None (or "
+                f"DCL_RETRAIN=1) to pretrain on these data") from exc
         done = cfg.pretrain_epochs
         hist.scalars["pretrained_from"] = str(source.relative_to(_ROOT) if source.is_relative_to(_ROOT)
                                               else source)
