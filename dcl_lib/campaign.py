@@ -306,7 +306,7 @@ def check_provenance(rec: dict[str, Any], name: str = "") -> list[str]:
 def parse_command(cmd: str):
     """The run plan of a recorded ``python -m dcl_lib run ...`` command, as today's CLI
     and runner read it (``ValueError`` if they refuse it)."""
-    from .__main__ import _parser, parse_overrides
+    from .cli import build_parser, parse_overrides
     from .runner import resolve
 
     words = shlex.split(cmd)
@@ -317,7 +317,7 @@ def parse_command(cmd: str):
 
     with contextlib.redirect_stderr(io.StringIO()) as err:
         try:
-            a = _parser().parse_args(words[3:])
+            a = build_parser().parse_args(words[3:])
         except SystemExit:
             raise ValueError(err.getvalue().strip().splitlines()[-1]) from None
     return [resolve(a.method, a.dataset, a.profile, s, a.split,
