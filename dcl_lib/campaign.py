@@ -96,9 +96,19 @@ def plan() -> list[Job]:
     return sorted(jobs, key=lambda j: j.tier)  # stable: keeps the order within a tier
 
 
+def _cut(path: Path) -> bool:
+    """Whether a committed result is a run its time budget stopped (``stopped_at``)."""
+    return json.loads(path.read_text()).get("stopped_at") is not None
+
+
 def outstanding(results: Path = ROOT / "results") -> list[Job]:
-    """The planned jobs with no committed result yet."""
-    return [j for j in plan() if not j.result_path(results).exists()]
+    """The planned jobs with no committed result yet, in priority order; then those whose
+    committed result was cut by its time budget (run again from the start: a run's
+    training state is too large to come back from the device)."""
+    jobs = plan()
+    missing = [j for j in jobs if not j.result_path(results).exists()]
+    cut = [j for j in jobs if j.result_path(results).exists() and _cut(j.result_path(results))]
+    return missing + cut
 
 
 # ---------------------------------------------------------------------------
@@ -136,6 +146,17 @@ def _command(job: Job, work: Path, budget_s: float, dry: bool) -> list[str]:
     return args
 
 
+def _data_present(job: Job) -> bool:
+    """Whether the mirror holds the job's dataset (``prepare`` stages what fits)."""
+    from .data import mirror_dir
+
+    mirror = mirror_dir()
+    if job.kind != "run" or mirror is None:
+        return True  # benchmarks use synthetic data; without a mirror the loader decides
+    folder = mirror / FOLDERS[job.dataset]
+    return folder.is_dir() and any(folder.iterdir())
+
+
 def run_campaign(out: str | os.PathLike, budget_s: float = 540.0, parallel: int = 3,
                  dry_run: bool = False, overhead_s: float = 90.0, min_run_s: float = 60.0,
                  pack_s: float = 15.0, results: Path = ROOT / "results",
@@ -155,6 +176,8 @@ def run_campaign(out: str | os.PathLike, budget_s: float = 540.0, parallel: int 
     work = Path(tempfile.mkdtemp(prefix="dcl-campaign-"))
     (work / "logs").mkdir()
     queue = list(jobs if jobs is not None else outstanding(results))
+    no_data = [] if dry_run else [j for j in queue if not _data_present(j)]
+    queue = [j for j in queue if j not in no_data]
     if dry_run:
         overhead_s, min_run_s, pack_s = min(overhead_s, 5.0), min(min_run_s, 3.0), min(pack_s, 2.0)
         deadline = t0 + budget_s - pack_s
@@ -189,13 +212,14 @@ def run_campaign(out: str | os.PathLike, budget_s: float = 540.0, parallel: int 
                 p.popen.wait()
                 p.status, p.ended = "killed at the window's end", time.perf_counter()
         time.sleep(0.2)
-    summary = _summarise(procs, skipped, work, budget_s, parallel, dry_run, time.perf_counter() - t0)
+    summary = _summarise(procs, skipped, work, budget_s, parallel, dry_run, time.perf_counter() - t0,
+                         no_data)
     _pack(work, out, summary)
     shutil.rmtree(work, ignore_errors=True)
     return summary
 
 
-def _summarise(procs, skipped, work, budget_s, parallel, dry_run, wall) -> dict[str, Any]:
+def _summarise(procs, skipped, work, budget_s, parallel, dry_run, wall, no_data=()) -> dict[str, Any]:
     rows = []
     for p in procs:
         row = {"job": p.job.name, "kind": p.job.kind, "status": p.status,
@@ -221,7 +245,8 @@ def _summarise(procs, skipped, work, budget_s, parallel, dry_run, wall) -> dict[
 
     return {"budget_s": budget_s, "parallel": parallel, "dry_run": dry_run, "wall_s": round(wall, 1),
             "git_commit": git_commit(), "runs": rows,
-            "not_started": [j.name for j in skipped]}
+            "not_started": [j.name for j in skipped],
+            "no_data": [j.name for j in no_data]}
 
 
 def _pack(work: Path, out: Path, summary: dict[str, Any]) -> None:
@@ -261,9 +286,25 @@ def _git(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
 
 
-def prepare(datasets: tuple[str, ...] = ("mnist", "usps", "fashion-mnist")) -> str:
-    """Check the tree is clean, stage the archives in ``.device_data/`` and return the
-    device command (run it with ``carry: [".device_data"]``)."""
+TRAVEL_LIMIT = 64 * 2**20  # the working tree and the carried paths that reach the device
+FOLDERS = {"mnist": "MNIST/raw", "fashion-mnist": "FashionMNIST/raw", "usps": "USPS"}
+
+
+def tree_bytes() -> int:
+    """Bytes of the files that travel to the device: tracked, and untracked not ignored."""
+    out = _git("ls-files", "-z", "--cached", "--others", "--exclude-standard").stdout
+    return sum((ROOT / f).stat().st_size for f in set(out.split("\0")) if f and (ROOT / f).is_file())
+
+
+def _folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def prepare(datasets: tuple[str, ...] | None = None, limit: int = TRAVEL_LIMIT) -> str:
+    """Check the tree is clean, stage in ``.device_data/`` the archives of the datasets
+    the outstanding runs need (in their priority order, as many as fit beside the tree
+    under the device's travel limit) and return the device command (run it with
+    ``carry: [".device_data"]``)."""
     from .data import mirror_dir
 
     dirty = _git("status", "--porcelain").stdout.strip()
@@ -273,15 +314,32 @@ def prepare(datasets: tuple[str, ...] = ("mnist", "usps", "fashion-mnist")) -> s
     mirror = mirror_dir()
     if mirror is None:
         raise ValueError("set DCL_DATA_MIRROR (e.g. ../shared/data) so the archives can be staged")
-    folders = {"mnist": "MNIST/raw", "fashion-mnist": "FashionMNIST/raw", "usps": "USPS"}
+    if datasets is None:
+        datasets = tuple(dict.fromkeys(j.dataset for j in outstanding() if j.kind == "run"))
+    size, staged, left = tree_bytes(), [], []
+    stage = ROOT / ".device_data"
     for d in datasets:
-        src, dst = mirror / folders[d], ROOT / ".device_data" / folders[d]
+        need = _folder_bytes(mirror / FOLDERS[d])
+        if size + need > limit - 2**20:  # 1 MiB of slack
+            left.append(f"{d} ({need / 2**20:.0f} MiB)")
+            continue
+        size += need
+        staged.append(d)
+    for d, folder in FOLDERS.items():  # what is not staged does not travel
+        if d not in staged and (stage / folder).exists():
+            shutil.rmtree(stage / folder)
+    for d in staged:
+        src, dst = mirror / FOLDERS[d], stage / FOLDERS[d]
         dst.mkdir(parents=True, exist_ok=True)
         for f in src.iterdir():
             if f.is_file() and not (dst / f.name).exists():
                 shutil.copy2(f, dst / f.name)
-    return (f"DCL_GIT_COMMIT={sha} PYTHONPATH=. DCL_DATA_MIRROR=.device_data DCL_DATA_DIR=/tmp/dcl "
-            f"python -m dcl_lib campaign --budget-s 540 --out $OUT")
+    note = (f"# staged: {', '.join(staged) or 'nothing'}; travels {size / 2**20:.1f} MiB of "
+            f"{limit / 2**20:.0f}")
+    if left:
+        note += f"; left behind (no room: commit fewer or smaller checkpoints): {', '.join(left)}"
+    return (f"{note}\nDCL_GIT_COMMIT={sha} PYTHONPATH=. DCL_DATA_MIRROR=.device_data "
+            f"DCL_DATA_DIR=/tmp/dcl python -m dcl_lib campaign --budget-s 540 --out $OUT")
 
 
 def check_provenance(rec: dict[str, Any], name: str = "") -> list[str]:
@@ -329,7 +387,8 @@ def collect(src: str | os.PathLike, results: Path = ROOT / "results") -> dict[st
     """Unpack a campaign's archives (or a folder of results) into ``results``.
 
     Refuses (and reports) a JSON whose provenance fails :func:`check_provenance`, or
-    whose file already exists in ``results``; copies the others with their checkpoint.
+    whose file already exists in ``results`` (unless the existing one is a run cut by
+    its budget: a new run replaces it); copies the others with their checkpoint.
     """
     src = Path(src)
     report: dict[str, list[str]] = {"copied": [], "refused": []}
@@ -345,7 +404,8 @@ def collect(src: str | os.PathLike, results: Path = ROOT / "results") -> dict[st
             rec = json.loads(path.read_text())
             problems = check_provenance(rec, str(rel))
             dst = results / rel
-            if dst.exists():
+            if dst.exists() and not (_cut(dst) and rec.get("git_commit") and
+                                     json.loads(dst.read_text()).get("created") != rec.get("created")):
                 problems.append(f"{rel}: {dst} exists already (a duplicate)")
             if problems:
                 report["refused"].extend(problems)
@@ -373,5 +433,7 @@ def main(args) -> int:
         print(f"{row['job']:28s} {row['status']:26s} {row['wall_s']:7.1f} s{acc}")
     if summary["not_started"]:
         print("not started (no time left): " + ", ".join(summary["not_started"]))
+    if summary["no_data"]:
+        print("not started (archives not carried): " + ", ".join(summary["no_data"]))
     print(f"-> {args.out}: {', '.join(summary['archives'])}, summary.json")
     return 0

@@ -126,30 +126,42 @@ def _paper(method: str, dataset: str, metric: str) -> str:
     return f"{fig[metric]:.4f} ({status}: {source})"
 
 
+CUT = "cut by budget"  # the variant of runs stopped by their time budget
+
+
 def summary_rows(records: list[Record], dataset: str, profile: str,
                  methods: list[str] | None = None) -> list[dict[str, str]]:
     """One row per method variant: metrics as mean ± sd over seeds, the seeds present and
     missing, wall time, device, the paper's figure, the reproducing command.  Every
-    method in ``methods`` gets a row, a missing one saying so."""
+    method in ``methods`` gets a row, a missing one saying so.
+
+    A run that its time budget stopped before the end of its schedule (``stopped_at``
+    set) is not a result of the profile: it goes to a row of its own, tagged
+    ``[cut by budget]``, each seed with where it stopped, and its seed counts as missing
+    in the method's row."""
     rows = []
     by_variant: dict[tuple[str, str | None], list[Record]] = {}
     for r in records:
         if r.dataset == dataset and r.profile == profile:
-            by_variant.setdefault((r.method, r.tag), []).append(r)
+            tag = r.tag or (CUT if r.data.get("stopped_at") is not None else None)
+            by_variant.setdefault((r.method, tag), []).append(r)
     for m in methods or []:
-        if not any(k[0] == m for k in by_variant):
-            by_variant[(m, None)] = []
+        by_variant.setdefault((m, None), [])
     for (method, tag), recs in sorted(by_variant.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
         recs = sorted(recs, key=lambda r: r.seed)
         seeds = [r.seed for r in recs]
         row = {"method": method + (f" [{tag}]" if tag else ""),
                "seeds": ", ".join(map(str, seeds)) or "none"}
+        if tag == CUT:
+            row["seeds"] = ", ".join(f"{r.seed} (stopped at {r.data['stopped_at']})" for r in recs)
         if profile == "full" and tag is None:
             miss = [s for s in EXPECTED_SEEDS if s not in seeds]
             if miss:
                 row["seeds"] += f" (missing {', '.join(map(str, miss))})"
         for m in METRICS:
-            row[m] = _mean_sd([r.data["metrics"][m] for r in recs if m in r.data["metrics"]])
+            vals = [r.data["metrics"][m] for r in recs if m in r.data["metrics"]]
+            # runs cut at different points are not samples of one thing: each on its own
+            row[m] = ", ".join(f"{v:.4f}" for v in vals) if tag == CUT else _mean_sd(vals)
         walls = [r.data["wall_time_s"] for r in recs]
         row["wall"] = f"{np.mean(walls) / 60:.1f} min" if walls else "—"
         row["device"] = "; ".join(sorted({r.data["device"] for r in recs})) or "—"

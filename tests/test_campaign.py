@@ -65,3 +65,63 @@ def test_prepare_refuses_a_dirty_tree(monkeypatch):
     monkeypatch.setattr(campaign, "_git", lambda *a: R())
     with pytest.raises(ValueError, match="commit first"):
         campaign.prepare()
+
+
+def _result(path, stopped_at=None, created="2026-11-26T00:00:00"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"stopped_at": stopped_at, "created": created}))
+
+
+def test_a_run_cut_by_its_budget_is_outstanding_after_the_missing_ones(tmp_path):
+    _result(tmp_path / "depict" / "mnist-all-full-seed0.json", stopped_at=208)
+    _result(tmp_path / "clustergan" / "mnist-all-full-seed0.json")  # complete
+    names = [j.name for j in outstanding(tmp_path)]
+    assert "clustergan-mnist-seed0" not in names
+    assert names[-1] == "depict-mnist-seed0" and names[0] == "gmm-em-n100000"
+
+
+@pytest.mark.skipif(git_commit().endswith("+dirty"), reason="collect checks the commit")
+def test_collect_replaces_a_cut_run_and_refuses_to_replace_a_complete_one(tmp_path):
+    sha = git_commit()
+    new = {"git_commit": sha, "device": "NVIDIA H200", "created": "2026-11-27T00:00:00",
+           "stopped_at": None, "command": "python -m dcl_lib run kmeans --dataset digits "
+                                          "--profile full --seed 0 --split all"}
+    src = tmp_path / "src" / "kmeans" / "digits-all-full-seed0.json"
+    src.parent.mkdir(parents=True)
+    src.write_text(json.dumps(new))
+    dst = tmp_path / "results" / "kmeans" / "digits-all-full-seed0.json"
+    _result(dst, stopped_at=100)
+    report = collect(tmp_path / "src", tmp_path / "results")
+    assert report["copied"] == ["kmeans/digits-all-full-seed0.json"], report
+    assert json.loads(dst.read_text())["stopped_at"] is None
+    again = collect(tmp_path / "src", tmp_path / "results")  # now complete: a duplicate
+    assert not again["copied"] and "exists already" in again["refused"][0]
+
+
+def test_prepare_stages_only_what_fits_under_the_travel_limit(tmp_path, monkeypatch):
+    mirror = tmp_path / "mirror"
+    for folder, size in (("MNIST/raw", 3000), ("USPS", 2000), ("FashionMNIST/raw", 5000)):
+        (mirror / folder).mkdir(parents=True)
+        (mirror / folder / "a.gz").write_bytes(b"x" * size)
+    root = tmp_path / "repo"
+    (root / ".device_data" / "FashionMNIST" / "raw").mkdir(parents=True)  # a previous window's
+    monkeypatch.setenv("DCL_DATA_MIRROR", str(mirror))
+    monkeypatch.setattr(campaign, "ROOT", root)
+    monkeypatch.setattr(campaign, "tree_bytes", lambda: 1000)
+
+    class R:
+        stdout, returncode = "", 0
+    monkeypatch.setattr(campaign, "_git", lambda *a: R())
+    cmd = campaign.prepare(("mnist", "fashion-mnist", "usps"), limit=2**20 + 6500)
+    assert (root / ".device_data" / "MNIST" / "raw" / "a.gz").exists()
+    assert (root / ".device_data" / "USPS" / "a.gz").exists()
+    assert not (root / ".device_data" / "FashionMNIST" / "raw").exists()
+    assert "left behind" in cmd and "fashion-mnist" in cmd.splitlines()[0]
+    assert "python -m dcl_lib campaign" in cmd.splitlines()[-1]
+
+
+def test_a_run_whose_archives_were_not_carried_is_not_started(tmp_path, monkeypatch):
+    monkeypatch.setenv("DCL_DATA_MIRROR", str(tmp_path / "empty"))
+    jobs = [Job("run", "depict-usps-seed0", 3, "depict", "usps", 0)]
+    summary = run_campaign(tmp_path / "out", budget_s=30, jobs=jobs)
+    assert summary["no_data"] == ["depict-usps-seed0"] and summary["runs"] == []

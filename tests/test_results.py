@@ -76,3 +76,17 @@ def test_tables_show_missing_methods_and_seeds():
 def test_readme_block_is_generated_from_the_results():
     text = (ROOT / "README.md").read_text()
     assert readme_block(ROOT) in text, "README's results block is stale: run python -m dcl_lib results --readme"
+
+
+def test_a_run_cut_by_its_budget_is_not_averaged_with_complete_runs(tmp_path):
+    from dcl_lib.results import CUT, Record
+    base = {"metrics": {"acc": 0.9, "nmi": 0.8, "ari": 0.7}, "wall_time_s": 60.0,
+            "device": "NVIDIA H200", "command": "python -m dcl_lib run depict --seed 0"}
+    recs = [Record(tmp_path / "a.json", "depict", "mnist", "full", 0, None,
+                   {**base, "stopped_at": None}),
+            Record(tmp_path / "b.json", "depict", "mnist", "full", 1, None,
+                   {**base, "metrics": {"acc": 0.5, "nmi": 0.4, "ari": 0.3}, "stopped_at": 208})]
+    rows = {r["method"]: r for r in summary_rows(recs, "mnist", "full", ["depict"])}
+    assert rows["depict"]["acc"] == "0.9000" and "missing 1, 2" in rows["depict"]["seeds"]
+    cut = rows[f"depict [{CUT}]"]
+    assert cut["seeds"] == "1 (stopped at 208)" and cut["acc"] == "0.5000"
