@@ -58,6 +58,7 @@ def iteration(X, cfg, G, D, E, opt_d, opt_ge, g):
     update_generator_encoder(G, D, E, opt_ge, cfg.batch_size, cfg, g, X.device)
 
 
+Y = None  # the labels (for the check's ACC)
 DEVICE = "cuda"  # --device cpu: a smoke test of the eager path on a machine without one
 
 
@@ -126,6 +127,31 @@ def concurrent(variant: str, k: int, batch_size: int, iters: int) -> dict:
             "ms_per_iter_each": ms, "iters_per_s_total": sum(1000 / m for m in ms)}
 
 
+def check(X: torch.Tensor, iters: int) -> dict:
+    """The library's loop with ``cuda_graph`` off and on, from the same seed, at the full
+    profile's settings: seconds, the largest parameter difference relative to the
+    parameter's scale, and the final losses and ACC of each."""
+    from dcl_lib.methods.clustergan import train_clustergan
+
+    out = {"variant": "check", "iters": iters}
+    nets = {}
+    for graph in (False, True):
+        cfg = dataclasses.replace(ClusterGANConfig.for_profile("full"), iterations=iters,
+                                  eval_every=iters, cuda_graph=graph)
+        sync()
+        t = time.perf_counter()
+        G, D, E, hist = train_clustergan(X, cfg, 0, DEVICE, y=Y, verbose=False)
+        sync()
+        key = "graph" if graph else "eager"
+        out[f"{key}_s"] = time.perf_counter() - t
+        out[f"{key}_losses"] = {k: v[-1] for k, v in hist.series.items() if k.startswith("loss/")}
+        out[f"{key}_acc"] = hist.last("acc")
+        nets[key] = [p.detach().float() for m in (G, D, E) for p in m.parameters()]
+    out["max_rel_param_diff"] = max(float((a - b).abs().max() / a.abs().max().clamp_min(1e-12))
+                                    for a, b in zip(nets["eager"], nets["graph"]))
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="results/benchmarks")
@@ -133,29 +159,41 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--deadline-s", type=float, default=200.0)
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("--check", action="store_true",
+                   help="the library's loop, CUDA graph off and on (5 and 300 iterations), "
+                        "then 3 concurrent graph runs at batch 64")
     p.add_argument("--one", help="measure one variant and print it as JSON (for the "
                                  "concurrent runs)")
     args = p.parse_args(argv)
     global DEVICE
     DEVICE = args.device
-    X = load_dataset("mnist", split="all").x.to(DEVICE)
+    global Y
+    data = load_dataset("mnist", split="all")
+    X, Y = data.x.to(DEVICE), data.y
     if args.one:
         print(json.dumps(measure(args.one, X, args.batch_size, args.iters)))
         return
     start = time.perf_counter()
     rec = {"device": device_name(torch.device(DEVICE)), "torch": torch.__version__,
            "git_commit": git_commit(), "n_images": len(X), "runs": [], "errors": {}}
-    path = Path(args.out) / "clustergan_gpu_speed.json"
+    path = Path(args.out) / ("clustergan_graph_check.json" if args.check
+                             else "clustergan_gpu_speed.json")
     plan = [("eager", 256), ("eager", 64), ("graph", 256), ("graph", 64), ("tf32", 256),
             ("concurrent", 256), ("compile", 256)]
+    if args.check:
+        plan = [("check", 5), ("check", 300), ("concurrent-graph", 64)]
     if DEVICE == "cpu":
-        plan = [("eager", 64)]
+        plan = [("check", 3)] if args.check else [("eager", 64)]
     for variant, bs in plan:
         if time.perf_counter() - start > args.deadline_s:
             rec["errors"][f"{variant}-{bs}"] = "not run: deadline"
             continue
         try:
-            if variant == "concurrent":
+            if variant == "check":
+                runs = [check(X, bs)]
+            elif variant == "concurrent-graph":
+                runs = [concurrent("graph", 3, bs, args.iters)]
+            elif variant == "concurrent":
                 runs = [concurrent(v, 3, bs, args.iters) for v in ("eager", "graph")]
             else:
                 runs = [measure(variant, X, bs, args.iters)]
