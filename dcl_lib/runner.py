@@ -47,21 +47,25 @@ def git_commit() -> str:
     """The commit of the checkout this library runs from (``+dirty`` if a tracked file
     outside ``results/`` is modified: runs write their own outputs there).
 
-    Where the checkout has no git history (a copy of the tree on a lent GPU machine),
-    ``$DCL_GIT_COMMIT`` names it: the campaign's launcher sets it from a clean tree.
+    ``$DCL_GIT_COMMIT``, when set, names it and wins: the campaign's launcher sets it
+    from a clean tree for the copy on a lent GPU machine, whose git metadata (if any
+    travels) can describe another commit than the files (measured: a copy reported the
+    session's first commit, ``+dirty``).
     """
+    if os.environ.get("DCL_GIT_COMMIT"):
+        return os.environ["DCL_GIT_COMMIT"]
     root = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                              text=True, timeout=10).stdout.strip()
         if not sha:
-            return os.environ.get("DCL_GIT_COMMIT", "unknown")
+            return "unknown"
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
                                 ":(exclude)results"], cwd=root, capture_output=True, text=True,
                                timeout=10).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return os.environ.get("DCL_GIT_COMMIT", "unknown")
+        return "unknown"
 
 
 def _versions() -> dict[str, str]:

@@ -125,3 +125,11 @@ def test_a_run_whose_archives_were_not_carried_is_not_started(tmp_path, monkeypa
     jobs = [Job("run", "depict-usps-seed0", 3, "depict", "usps", 0)]
     summary = run_campaign(tmp_path / "out", budget_s=30, jobs=jobs)
     assert summary["no_data"] == ["depict-usps-seed0"] and summary["runs"] == []
+
+
+def test_the_commit_named_by_the_launcher_wins_over_git_metadata(monkeypatch):
+    # on the device the copy's git metadata can describe another commit than its files
+    monkeypatch.setenv("DCL_GIT_COMMIT", "a" * 40)
+    assert git_commit() == "a" * 40
+    monkeypatch.delenv("DCL_GIT_COMMIT")
+    assert git_commit() != "a" * 40
