@@ -75,19 +75,22 @@ def sample_prior(n: int, dim_n: int, n_clusters: int, sigma: float, generator: t
 # ---------------------------------------------------------------------------
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+                     generator: torch.Generator | None = None, batch_dims: int = 1) -> torch.Tensor:
     """WGAN-GP: E[(||grad D(x_hat)||_2 - 1)^2] at x_hat = eps x + (1 - eps) G(z), one
     eps ~ U(0, 1) *per sample*.
 
-    ``create_graph=True``: the penalty is differentiable with respect to the critic's
-    parameters, which is what makes it a penalty on the critic.
+    The first ``batch_dims`` dimensions index samples (``batch_dims=2``: K critics run
+    as one batched module on (K, B, d) inputs, each sample's gradient its own critic's:
+    the sum of independent critics' outputs has the per-critic gradients).  Returns the
+    mean over every sample.  ``create_graph=True``: the penalty is differentiable with
+    respect to the critic's parameters, which is what makes it a penalty on the critic.
     """
-    shape = (real.shape[0], *([1] * (real.dim() - 1)))
+    shape = (*real.shape[:batch_dims], *([1] * (real.dim() - batch_dims)))
     gdev = generator.device if generator is not None else real.device
     eps = torch.rand(shape, generator=generator, device=gdev).to(real.device)
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
-    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    return ((grad.flatten(batch_dims).norm(dim=-1) - 1) ** 2).mean()
 
 
 def wasserstein_critic_loss(d_real: torch.Tensor, d_fake: torch.Tensor,

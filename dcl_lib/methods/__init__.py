@@ -20,6 +20,7 @@ REGISTRY: dict[str, str] = {
     "gmm-ae": "gmm:SPEC_GMM_AE",
     "depict": "depict:SPEC",
     "clustergan": "clustergan:SPEC",
+    "ganmm": "ganmm:SPEC",
 }
 
 
