@@ -53,6 +53,7 @@ class GANMMConfig(AutoencoderConfig):
     variant: str = "embedded"      # the autoencoder's codes (the only variant implemented)
     z_dim: int = 64                # official (SAE nets)
     gan_hidden: int = 32           # official SAE nets: G 64-32-d, D d-32-1, C d-32-K
+    gan_depth: int = 1             # hidden layers of G, D and C (official: 1)
     gan_batch: int = 50            # per component, official
     n_critic: int = 5              # critic steps per generator step, official
     gan_lr: float = 1e-3           # Adam (official: RMSProp 5e-5 with clipping); 1e-4, the
@@ -132,12 +133,13 @@ def standardize(Z: torch.Tensor, mean: torch.Tensor | None = None, std: torch.Te
 class GANMMNets(nn.Module):
     """G: (K, B, z_dim) -> (K, B, d); D: (K, B, d) -> (K, B, 1); C: (B, d) -> (B, K) logits."""
 
-    def __init__(self, n_clusters: int, dim: int, z_dim: int = 64, hidden: int = 32):
+    def __init__(self, n_clusters: int, dim: int, z_dim: int = 64, hidden: int = 32, depth: int = 1):
         super().__init__()
         self.n_clusters, self.dim, self.z_dim = n_clusters, dim, z_dim
-        self.G = BatchedMLP(n_clusters, [z_dim, hidden, dim])
-        self.D = BatchedMLP(n_clusters, [dim, hidden, 1])
-        self.C = mlp([dim, hidden, n_clusters])
+        h = [hidden] * depth
+        self.G = BatchedMLP(n_clusters, [z_dim, *h, dim])
+        self.D = BatchedMLP(n_clusters, [dim, *h, 1])
+        self.C = mlp([dim, *h, n_clusters])
 
     def sample(self, n: int, g: torch.Generator) -> torch.Tensor:
         """n samples from every generator: (K, n, d)."""
@@ -301,10 +303,12 @@ def _reseed(labels: torch.Tensor, Z: torch.Tensor, k: int, seed: int) -> tuple[t
 
 def train_ganmm(Z: torch.Tensor, cfg: GANMMConfig, seed: int = 0, device="cpu",
                 y: torch.Tensor | None = None, state: TrainState | None = None,
-                verbose: bool = True) -> tuple[GANMMNets, History]:
+                verbose: bool = True, init_labels: torch.Tensor | None = None
+                ) -> tuple[GANMMNets, History]:
     """GANMM on standardized codes Z (N, d): initial partition, pre-training, ε-EM.
 
-    ``y`` only logs ACC / purity / NMI / ARI and the cluster sizes at each evaluation.
+    ``y`` only logs ACC / purity / NMI / ARI and the cluster sizes at each evaluation;
+    ``init_labels`` (N,) replaces the initial partition of ``cfg.init``.
     Returns (networks, history); the clusters are ``nets.posterior(Z).argmax(1)``.
     """
     from ..metrics import evaluate
@@ -317,7 +321,7 @@ def train_ganmm(Z: torch.Tensor, cfg: GANMMConfig, seed: int = 0, device="cpu",
     state = state or TrainState()
     g = seeded_generator(seed, device)
     torch.manual_seed(seed)
-    nets = GANMMNets(K, Z.shape[1], cfg.z_dim, cfg.gan_hidden).to(device)
+    nets = GANMMNets(K, Z.shape[1], cfg.z_dim, cfg.gan_hidden, cfg.gan_depth).to(device)
     if cfg.lipschitz == "gp":
         opt_d = make_adam(nets.D.parameters(), cfg.gan_lr, device, betas=cfg.betas)
         opt_g = make_adam(nets.G.parameters(), cfg.gan_lr, device, betas=cfg.betas)
@@ -331,7 +335,13 @@ def train_ganmm(Z: torch.Tensor, cfg: GANMMConfig, seed: int = 0, device="cpu",
                  {"draws": g}, hist)
     start = state.restore().get("step", 0)
 
-    labels = initial_labels(Z, K, cfg.init, seed)
+    if init_labels is not None:
+        labels = torch.as_tensor(init_labels, device=device).long()
+        if labels.shape != (N,) or int(labels.min()) < 0 or int(labels.max()) >= K:
+            raise ValueError(f"init_labels must be {N} cluster indices in [0, {K}), got shape "
+                             f"{tuple(labels.shape)}")
+    else:
+        labels = initial_labels(Z, K, cfg.init, seed)
     if start == 0:  # pre-training: each GAN on its initial chunk, sigma = 0
         est = EStep(_one_hot_posterior(labels, K), sigma=0, batch=cfg.gan_batch, labels=labels)
         for _ in progress(range(cfg.pretrain_iters), desc="GANMM pretraining", verbose=verbose):
@@ -507,7 +517,7 @@ def _reload(ck, data, cfg: GANMMConfig, device) -> np.ndarray:
     X = data.flat()
     ae = MLPAutoencoder(X.shape[1], cfg.hidden, cfg.latent_dim)
     load_compact_state(ae.encoder, ck["encoder"])
-    nets = GANMMNets(cfg.n_clusters, cfg.latent_dim, cfg.z_dim, cfg.gan_hidden)
+    nets = GANMMNets(cfg.n_clusters, cfg.latent_dim, cfg.z_dim, cfg.gan_hidden, cfg.gan_depth)
     nets.load_state_dict(ck["ganmm"])
     Z = encode(ae.to(device), X)
     Zs = standardize(Z, ck["mean"].to(Z.device), ck["std"].to(Z.device))[0]
