@@ -8,7 +8,7 @@ images; on those codes GANMM runs once per variant, everything else equal:
 * ``random-init``: the official random equal split as the initial partition;
 * ``top``: the sigma_t outsiders are the ones the classifier rates highest (the slides'
   wording) instead of sampled;
-* ``summable``: sigma_t = 0 from iteration 2,500 on (of the quick profile's 3,000): a
+* ``summable``: sigma_t = 0 from iteration 1,500 on (of the quick profile's 2,000): a
   schedule whose sum is finite;
 * ``hard-em``: sigma_t = 0 throughout (hard EM);
 * ``clip``: the official critic constraint (weight clipping to 0.01, RMSProp 5e-5);
@@ -43,7 +43,7 @@ VARIANTS = {
     "default": {},
     "random-init": {"init": "random"},
     "top": {"eps_mode": "top"},
-    "summable": {"sigma_zero_at": 2500},
+    "summable": {"sigma_zero_at": 1500},
     "hard-em": {"sigma": (0, 0, 0, 0)},
     "clip": {"lipschitz": "clip", "gan_lr": 5e-5},
     "lr-1e-4": {"gan_lr": 1e-4},
