@@ -336,7 +336,8 @@ def train_ganmm(Z: torch.Tensor, cfg: GANMMConfig, seed: int = 0, device="cpu",
     hist.series.setdefault("reseeds", [])
     state.attach({"ganmm": nets}, {"critics": opt_d, "generators": opt_g, "classifier": opt_c},
                  {"draws": g}, hist)
-    start = state.restore().get("step", 0)
+    saved = state.restore()
+    start = saved.get("step", 0)
 
     if init_labels is not None:
         labels = torch.as_tensor(init_labels, device=device).long()
@@ -352,8 +353,11 @@ def train_ganmm(Z: torch.Tensor, cfg: GANMMConfig, seed: int = 0, device="cpu",
             for _ in range(cfg.n_critic):
                 update_critics(nets, opt_d, est.batch(Z, g), cfg, g)
             update_classifier(nets, opt_c, cfg, g)
-    hold_until, window, last_pred = 0, LossWindow(), None
-    est = None
+    hold_until, window, last_pred, est = 0, LossWindow(), None, None
+    if start:  # resumed: the partition and batch sampler the interrupted run was using
+        hold_until, last_pred = saved["hold_until"], saved["last_pred"]
+        est = EStep(saved["posterior"].to(device), cfg.eps_mode, saved["sigma"], cfg.gan_batch,
+                    labels=saved["labels"].to(device))
     for it in progress(range(start + 1, cfg.iterations + 1), desc="GANMM ε-EM", verbose=verbose):
         window.add(it, classifier=update_classifier(nets, opt_c, cfg, g))
         sigma = sigma_at(it, cfg)
@@ -375,22 +379,26 @@ def train_ganmm(Z: torch.Tensor, cfg: GANMMConfig, seed: int = 0, device="cpu",
         for _ in range(cfg.n_critic):
             window.add(it, critics=update_critics(nets, opt_d, est.batch(Z, g), cfg, g).sum())
         last = it == cfg.iterations
-        if not (it % cfg.eval_every == 0 or last or (it % 50 == 0 and state.out_of_time())):
+        evaluate_now = it % cfg.eval_every == 0 or last
+        if not (evaluate_now or (it % 50 == 0 and state.out_of_time())):
             continue
-        losses = window.means(it, hint=_HINT)
-        pred = nets.posterior(Z).argmax(1).cpu()
-        extra = {"sizes": torch.bincount(pred, minlength=K).tolist(), "sigma": sigma,
-                 "moved": int((pred != last_pred).sum()) if last_pred is not None else None}
-        if y is not None:
-            m = evaluate(y.cpu().numpy(), pred.numpy())
-            extra.update({"purity": m["purity"], "nmi": m["nmi"], "ari": m["ari"]})
-        last_pred = pred
-        hist.log(it, pred, losses, **extra)
-        if verbose:
-            sz = extra["sizes"]
-            print(f"GANMM iteration {it}: ACC {hist.last('acc'):.4f}, sizes {min(sz)}..{max(sz)}, "
-                  f"sigma {sigma}, {hist.last('seconds'):.0f} s", flush=True)
-        if state.checkpoint(it, final=last, step=it):
+        if evaluate_now:  # (a stop between evaluations logs nothing: resumed histories match)
+            losses = window.means(it, hint=_HINT)
+            pred = nets.posterior(Z).argmax(1).cpu()
+            extra = {"sizes": torch.bincount(pred, minlength=K).tolist(), "sigma": sigma,
+                     "moved": int((pred != last_pred).sum()) if last_pred is not None else None}
+            if y is not None:
+                m = evaluate(y.cpu().numpy(), pred.numpy())
+                extra.update({"purity": m["purity"], "nmi": m["nmi"], "ari": m["ari"]})
+            last_pred = pred
+            hist.log(it, pred, losses, **extra)
+            if verbose:
+                sz = extra["sizes"]
+                print(f"GANMM iteration {it}: ACC {hist.last('acc'):.4f}, sizes {min(sz)}..{max(sz)}, "
+                      f"sigma {sigma}, {hist.last('seconds'):.0f} s", flush=True)
+        # a safe point: with the E step's partition, the run resumes exactly
+        if state.checkpoint(it, final=last, step=it, hold_until=hold_until, last_pred=last_pred,
+                            sigma=est.sigma, posterior=est.posterior.cpu(), labels=est.labels.cpu()):
             break
     nets.eval()
     return nets, hist
