@@ -237,8 +237,13 @@ def test_pca_projection_matches_sklearn():
     (dict(covariance_type="tied"), "covariance_type must be one of"),
     (dict(init_params="spectral"), "init_params must be"),
     (dict(reg_covar=-1.0), "reg_covar must be a non-negative number"),
-    (dict(n_init=0), "n_init must be a positive integer"),
-    (dict(weights_init=[0.5, 0.5, 0.0]), "give weights_init, means_init and covariances_init"),
+    (dict(n_init=0), "n_init must be an integer >= 1"),
+    (dict(max_iter=-1), "max_iter must be an integer >= 0"),
+    (dict(covariances_init=np.stack([np.eye(4)] * 3), precisions_init=np.stack([np.eye(4)] * 3)),
+     "not both"),
+    (dict(weights_init=[0.5, 0.6, -0.1]), "weights_init must be non-negative"),
+    (dict(precisions_init=np.stack([np.eye(4), -np.eye(4), np.eye(4)])),
+     "precisions_init must be positive-definite"),
 ])
 def test_bad_parameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -309,3 +314,73 @@ def test_bad_covariances_init_are_reported_as_input_errors():
     with pytest.raises(ValueError, match="must be positive"):
         GaussianMixture(2, covariance_type="diag", weights_init=w, means_init=m,
                         covariances_init=np.array([[1.0, 1.0], [1.0, -1.0]])).fit(X)
+
+
+# -- scikit-learn's public API: precisions, sample, max_iter=0, partial *_init -------------
+
+def _fitted_pair(covariance_type, seed=30):
+    """Ours and scikit-learn's, fitted from the same full start."""
+    from sklearn.mixture import GaussianMixture as SkGM
+
+    X = _mixture(seed, n=300, d=3, K=3)
+    ref = SkGM(3, covariance_type=covariance_type, random_state=0).fit(X)
+    start = dict(weights_init=ref.weights_, means_init=ref.means_,
+                 precisions_init=ref.precisions_)
+    ours = GaussianMixture(3, covariance_type=covariance_type, random_state=5, **start).fit(X)
+    sk = SkGM(3, covariance_type=covariance_type, random_state=5, **start).fit(X)
+    return X, ours, sk
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_precisions_and_samples_match_sklearn(covariance_type):
+    _, ours, sk = _fitted_pair(covariance_type)
+    assert ours.lower_bound_ == pytest.approx(sk.lower_bound_, rel=1e-9)
+    assert np.allclose(ours.precisions_cholesky_, sk.precisions_cholesky_, rtol=1e-6, atol=1e-8)
+    assert np.allclose(ours.precisions_, sk.precisions_, rtol=1e-6, atol=1e-8)
+    Xo, yo = ours.sample(200)
+    # scikit-learn's draw from the very same parameters and seed
+    sk.weights_, sk.means_, sk.covariances_ = ours.weights_, ours.means_, ours.covariances_
+    Xs, ys = sk.sample(200)
+    assert np.array_equal(yo, ys) and np.allclose(Xo, Xs)
+    with pytest.raises(ValueError, match="n_samples"):
+        ours.sample(0)
+
+
+def test_max_iter_zero_returns_the_initialisation_as_sklearn():
+    from sklearn.mixture import GaussianMixture as SkGM
+
+    X = _mixture(31, n=200, d=2, K=2)
+    # (with precisions_init and max_iter=0, scikit-learn 1.9's own fit fails: it reads
+    # covariances_, which only its M-step sets; so weights and means here)
+    start = dict(weights_init=[0.3, 0.7], means_init=X[[0, -1]])  # one point of each cluster
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn warns nothing here; neither do we
+        ours = GaussianMixture(2, max_iter=0, **start).fit(X)
+        sk = SkGM(2, max_iter=0, **start).fit(X)
+    assert ours.lower_bound_ == sk.lower_bound_ == -np.inf
+    assert ours.n_iter_ == sk.n_iter_ == 0 and not ours.converged_ and not sk.converged_
+    assert np.allclose(ours.means_, sk.means_) and np.allclose(ours.weights_, sk.weights_)
+    assert np.allclose(ours.precisions_, np.linalg.inv(ours.covariances_))
+
+
+def test_each_init_part_alone_replaces_only_that_part():
+    X = _mixture(32, n=300, d=2, K=3)
+    data_based = GaussianMixture(3, max_iter=0, random_state=0).fit(X)
+    means = data_based.means_ + 0.1  # near the data: no component starts empty
+    prec = np.stack([np.eye(2) * v for v in (1.0, 2.0, 4.0)])
+    only_means = GaussianMixture(3, max_iter=0, means_init=means, random_state=0).fit(X)
+    assert np.array_equal(only_means.means_, means)
+    assert only_means.weights_.sum() == pytest.approx(1.0)  # from the data-based start
+    only_prec = GaussianMixture(3, max_iter=0, precisions_init=prec, random_state=0).fit(X)
+    assert np.allclose(only_prec.precisions_, prec)
+    assert np.allclose(only_prec.means_, data_based.means_)  # the rest as without it
+    fitted = GaussianMixture(3, means_init=means, random_state=0).fit(X)
+    assert fitted.converged_ and np.all(np.diff(fitted.lower_bounds_) >= -1e-12)
+
+
+def test_convergence_warning_is_sklearns_class():
+    from sklearn.exceptions import ConvergenceWarning as SkWarning
+
+    assert ConvergenceWarning is SkWarning
+    with pytest.warns(SkWarning, match="did not converge"):
+        GaussianMixture(3, max_iter=1, tol=0.0, random_state=0).fit(_mixture(33, n=90))

@@ -188,7 +188,8 @@ def update_critics(nets: GANMMNets, opt_d, real: torch.Tensor, cfg: GANMMConfig,
 def update_generators(nets: GANMMNets, opt_g, cfg: GANMMConfig, g: torch.Generator) -> torch.Tensor:
     """One step of all K generators: L_G = -sum_k mean D_k(G_k(z)); returns (K,)."""
     per_k = -nets.D(nets.sample(cfg.gan_batch, g)).squeeze(-1).mean(1)
-    opt_g.zero_grad(set_to_none=True)  # also clears what this step put on the critics
+    opt_g.zero_grad(set_to_none=True)  # (the critics' gradients from this step are left on D;
+    # update_critics zeroes them before it uses them)
     per_k.sum().backward()
     opt_g.step()
     return per_k.detach()

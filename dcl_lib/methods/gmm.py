@@ -20,6 +20,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning  # scikit-learn's own class, re-exported
 
 from ..config import MethodConfig
 from ..em import kl_rows, perturb_responsibilities, responsibilities
@@ -52,8 +53,6 @@ _LOG_2PI = math.log(2 * math.pi)
 COVARIANCE_TYPES = ("full", "diag")
 
 
-class ConvergenceWarning(UserWarning):
-    """EM stopped at ``max_iter`` before the lower bound settled."""
 
 
 def _chunk_size(n_components: int, n_features: int, budget: int = 1 << 18) -> int:
@@ -321,22 +320,25 @@ class GaussianMixture(ClusterEstimator):
     n_init : initialisations; the highest final lower bound wins.
     init_params : ``"kmeans"`` (responsibilities from k-means labels),
         ``"k-means++"`` (from k-means++ seeds), ``"random_from_data"``.
-    weights_init, means_init, covariances_init : start from these parameters
-        instead (all three together; then ``n_init`` is 1).
+    weights_init, means_init, covariances_init (or precisions_init, scikit-learn's) :
+        any of them replaces that part of each data-based initialisation (as
+        scikit-learn does); all three given: one start, whatever ``n_init``.
+    max_iter : 0 returns the initialisation (``lower_bound_`` is -inf, as scikit-learn).
     random_state, device, dtype (None = float64, on CPU and GPU alike), verbose.
 
     Attributes
     ----------
     weights_ (K,), means_ (K, d), covariances_ (K, d, d) or (K, d),
+    precisions_ and precisions_cholesky_ (scikit-learn's conventions),
     lower_bound_, lower_bounds_ (trace of the best run), n_iter_, converged_,
-    labels_ (N,), n_reseeded_.
+    labels_ (N,), n_reseeded_.  ``sample(n)`` draws from the fitted mixture.
     """
 
     def __init__(self, n_components: int = 1, covariance_type: str = "full", tol: float = 1e-3,
                  reg_covar: float = 1e-6, max_iter: int = 100, n_init: int = 1,
                  init_params: str = "kmeans", weights_init=None, means_init=None,
-                 covariances_init=None, random_state=None, device=None, dtype=None,
-                 verbose: bool = False):
+                 covariances_init=None, precisions_init=None, random_state=None, device=None,
+                 dtype=None, verbose: bool = False):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
@@ -347,6 +349,7 @@ class GaussianMixture(ClusterEstimator):
         self.weights_init = weights_init
         self.means_init = means_init
         self.covariances_init = covariances_init
+        self.precisions_init = precisions_init
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
@@ -368,37 +371,50 @@ class GaussianMixture(ClusterEstimator):
             raise ValueError(f"reg_covar must be a non-negative number, got {self.reg_covar!r}")
         if not (isinstance(self.tol, (int, float)) and self.tol >= 0):
             raise ValueError(f"tol must be a non-negative number, got {self.tol!r}")
-        for name in ("max_iter", "n_init"):
+        for name, low in (("max_iter", 0), ("n_init", 1)):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        given = [v is not None for v in (self.weights_init, self.means_init, self.covariances_init)]
-        if any(given) and not all(given):
-            raise ValueError("give weights_init, means_init and covariances_init together")
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+        if self.covariances_init is not None and self.precisions_init is not None:
+            raise ValueError("give covariances_init or precisions_init, not both")
 
-    def _init_from_params(self, X):
+    def _init_from_params(self, X, start):
+        """``start`` (pi, mu, Sigma) with each user-given part in place of its own."""
         K, d = self.n_components, X.shape[1]
         kw = dict(dtype=X.dtype, device=X.device)
-        pi = as_tensor(self.weights_init, ndim=(1,), name="weights_init", **kw)
-        mu = as_tensor(self.means_init, name="means_init", **kw)
-        Sigma = as_tensor(self.covariances_init, ndim=(2, 3), name="covariances_init", **kw)
-        want = (K, d, d) if self.covariance_type == "full" else (K, d)
-        if pi.shape != (K,) or mu.shape != (K, d) or Sigma.shape != want:
-            raise ValueError(f"initial parameters must have shapes {(K,)}, {(K, d)}, {want}; got "
-                             f"{tuple(pi.shape)}, {tuple(mu.shape)}, {tuple(Sigma.shape)}")
-        if (pi < 0).any() or abs(float(pi.sum()) - 1) > 1e-6:
-            raise ValueError("weights_init must be non-negative and sum to 1")
-        if self.covariance_type == "full":
-            asym = torch.nonzero(~torch.isclose(Sigma, Sigma.transpose(1, 2)).flatten(1).all(1))
-            if asym.numel():
-                raise ValueError(f"covariances_init must be symmetric: component(s) "
-                                 f"{asym.flatten().tolist()} are not")
-            notpd = torch.nonzero(torch.linalg.cholesky_ex(Sigma)[1] > 0).flatten()
-            if notpd.numel():
-                raise ValueError(f"covariances_init must be positive-definite: component(s) "
-                                 f"{notpd.tolist()} are not")
-        elif (Sigma <= 0).any():
-            raise ValueError("covariances_init must be positive (diagonal covariances)")
+        pi, mu, Sigma = start
+        if self.weights_init is not None:
+            pi = as_tensor(self.weights_init, ndim=(1,), name="weights_init", **kw)
+            if pi.shape != (K,):
+                raise ValueError(f"weights_init must have shape {(K,)}, got {tuple(pi.shape)}")
+            if (pi < 0).any() or abs(float(pi.sum()) - 1) > 1e-6:
+                raise ValueError("weights_init must be non-negative and sum to 1")
+        if self.means_init is not None:
+            mu = as_tensor(self.means_init, name="means_init", **kw)
+            if mu.shape != (K, d):
+                raise ValueError(f"means_init must have shape {(K, d)}, got {tuple(mu.shape)}")
+        for name in ("covariances_init", "precisions_init"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            M = as_tensor(value, ndim=(2, 3), name=name, **kw)
+            want = (K, d, d) if self.covariance_type == "full" else (K, d)
+            if M.shape != want:
+                raise ValueError(f"{name} must have shape {want}, got {tuple(M.shape)}")
+            if self.covariance_type == "full":
+                asym = torch.nonzero(~torch.isclose(M, M.transpose(1, 2)).flatten(1).all(1))
+                if asym.numel():
+                    raise ValueError(f"{name} must be symmetric: component(s) "
+                                     f"{asym.flatten().tolist()} are not")
+                notpd = torch.nonzero(torch.linalg.cholesky_ex(M)[1] > 0).flatten()
+                if notpd.numel():
+                    raise ValueError(f"{name} must be positive-definite: component(s) "
+                                     f"{notpd.tolist()} are not")
+                Sigma = M if name == "covariances_init" else torch.linalg.inv(M)
+            else:
+                if (M <= 0).any():
+                    raise ValueError(f"{name} must be positive (diagonal covariances)")
+                Sigma = M if name == "covariances_init" else 1.0 / M
         return pi, mu, Sigma
 
     def _init_from_data(self, X, g: torch.Generator):
@@ -423,14 +439,18 @@ class GaussianMixture(ClusterEstimator):
         X = as_tensor(X, dtype=self._dtype(), device=device)
         self._check_params(X.shape[0])
         g = torch.Generator().manual_seed(seed_from(self.random_state))
-        from_params = self.weights_init is not None
+        given = [v is not None for v in (self.weights_init, self.means_init,
+                                         self.covariances_init if self.precisions_init is None
+                                         else self.precisions_init)]
         best, best_reseeded = None, []
-        for _ in range(1 if from_params else self.n_init):
-            start = self._init_from_params(X) if from_params else self._init_from_data(X, g)
+        for _ in range(1 if all(given) else self.n_init):
+            start = (None, None, None) if all(given) else self._init_from_data(X, g)
+            start = self._init_from_params(X, start) if any(given) else start
             start, reseeded = reseed_empty(X, *start, self.covariance_type)
             out = em(X, *start, self.covariance_type, self.reg_covar, self.tol, self.max_iter,
                      verbose=self.verbose)
-            if best is None or out.lower_bound > best.lower_bound:
+            # (max_iter=0: every start has bound -inf and the last one is kept, as in scikit-learn)
+            if best is None or out.lower_bound > best.lower_bound or best.lower_bound == -math.inf:
                 best, best_reseeded = out, reseeded
         pi, mu, Sigma, lower_bound, trace, converged, n_iter = best
         n_reseeded = len(best_reseeded)
@@ -440,7 +460,7 @@ class GaussianMixture(ClusterEstimator):
                 f"initialisation and were re-seeded at the worst-explained samples before EM "
                 f"(the data may hold fewer distinct clusters than n_components="
                 f"{self.n_components})", UserWarning, stacklevel=2)
-        if not converged:
+        if not converged and self.max_iter > 0:
             warnings.warn(
                 f"EM did not converge in max_iter={self.max_iter} iterations (last change of the "
                 f"lower bound {trace[-1] - trace[-2] if len(trace) > 1 else float('nan'):.2e} >= "
@@ -490,6 +510,44 @@ class GaussianMixture(ClusterEstimator):
     def score(self, X, y=None) -> float:
         """Mean per-sample log-likelihood."""
         return float(self.score_samples(X).mean())
+
+    @property
+    def precisions_cholesky_(self) -> np.ndarray:
+        """scikit-learn's ``precisions_cholesky_``: full, for each component the upper
+        triangular U with precision = U U^T (U = L^{-T}, Sigma = L L^T); diag, 1/sqrt(var)."""
+        self._check_fitted()
+        S = torch.as_tensor(self.covariances_, dtype=torch.float64)
+        if self.covariance_type == "diag":
+            return (1.0 / torch.sqrt(S)).numpy()
+        eye = torch.eye(S.shape[-1], dtype=S.dtype).expand_as(S)
+        L = torch.linalg.cholesky(S)
+        return torch.linalg.solve_triangular(L, eye, upper=False).transpose(1, 2).numpy()
+
+    @property
+    def precisions_(self) -> np.ndarray:
+        """The inverse covariances: (K, d, d) for full, (K, d) for diag."""
+        U = torch.as_tensor(self.precisions_cholesky_)
+        return (U**2).numpy() if self.covariance_type == "diag" else (U @ U.transpose(1, 2)).numpy()
+
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(X (n, d), component labels (n,)) drawn from the fitted mixture, with
+        scikit-learn's algorithm and random stream (``random_state``): the same fitted
+        parameters and seed give scikit-learn's samples."""
+        from sklearn.utils import check_random_state
+
+        self._check_fitted()
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+        rng = check_random_state(self.random_state)
+        counts = rng.multinomial(n_samples, np.asarray(self.weights_, dtype=np.float64))
+        if self.covariance_type == "full":
+            X = np.vstack([rng.multivariate_normal(m, c, int(n))
+                           for m, c, n in zip(self.means_, self.covariances_, counts)])
+        else:
+            X = np.vstack([m + rng.standard_normal(size=(n, len(m))) * np.sqrt(c)
+                           for m, c, n in zip(self.means_, self.covariances_, counts)])
+        y = np.concatenate([np.full(n, k, dtype=int) for k, n in enumerate(counts)])
+        return X, y
 
     def _n_parameters(self) -> int:
         """Free parameters: K - 1 weights, K d means, and the covariances' entries."""
