@@ -51,7 +51,6 @@ RETIRED_FIELDS: dict[str, dict[str, str]] = {
 ADDED_FIELDS: dict[str, dict[str, Any]] = {
     "gmm-ae": {"weight_decay": 0.0, "input_dropout": 0.2},
     "clustergan": {"arch": "conv", "cuda_graph": False},
-    "ganmm": {"gan_depth": 1},
 }
 
 
