@@ -102,13 +102,15 @@ def _cut(path: Path) -> bool:
 
 
 def outstanding(results: Path = ROOT / "results") -> list[Job]:
-    """The planned jobs with no committed result yet, in priority order; then those whose
-    committed result was cut by its time budget (run again from the start: a run's
-    training state is too large to come back from the device)."""
-    jobs = plan()
-    missing = [j for j in jobs if not j.result_path(results).exists()]
-    cut = [j for j in jobs if j.result_path(results).exists() and _cut(j.result_path(results))]
-    return missing + cut
+    """The planned jobs, in priority order, with no committed result yet or whose committed
+    result was cut by its time budget (run again from the start, in its place: a cut seed 0
+    comes before a missing seed 2; a run's training state is too large to come back from
+    the device)."""
+    def todo(j: Job) -> bool:
+        path = j.result_path(results)
+        return not path.exists() or _cut(path)
+
+    return [j for j in plan() if todo(j)]
 
 
 # ---------------------------------------------------------------------------

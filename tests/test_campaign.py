@@ -72,12 +72,12 @@ def _result(path, stopped_at=None, created="2026-11-26T00:00:00"):
     path.write_text(json.dumps({"stopped_at": stopped_at, "created": created}))
 
 
-def test_a_run_cut_by_its_budget_is_outstanding_after_the_missing_ones(tmp_path):
+def test_a_run_cut_by_its_budget_is_outstanding_in_its_place(tmp_path):
     _result(tmp_path / "depict" / "mnist-all-full-seed0.json", stopped_at=208)
     _result(tmp_path / "clustergan" / "mnist-all-full-seed0.json")  # complete
     names = [j.name for j in outstanding(tmp_path)]
     assert "clustergan-mnist-seed0" not in names
-    assert names[-1] == "depict-mnist-seed0" and names[0] == "gmm-em-n100000"
+    assert names[0] == "depict-mnist-seed0" and names[1] == "gmm-em-n100000"
 
 
 @pytest.mark.skipif(git_commit().endswith("+dirty"), reason="collect checks the commit")
