@@ -12,13 +12,7 @@ learning rate 1e-4, with the paper's target, with a fresh optimiser.  Writes
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path as _Path
-
-# this checkout's dcl_lib, not an installed one (a results file names this checkout's commit)
-_CHECKOUT = str(_Path(__file__).resolve().parents[1])
-if sys.path[0] != _CHECKOUT:
-    sys.path.insert(0, _CHECKOUT)
+import _checkout  # noqa: F401  (first: this checkout's dcl_lib, not an installed one)
 
 import argparse
 import copy

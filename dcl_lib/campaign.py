@@ -406,9 +406,11 @@ def collect(src: str | os.PathLike, results: Path = ROOT / "results") -> dict[st
             rec = json.loads(path.read_text())
             problems = check_provenance(rec, str(rel))
             dst = results / rel
-            if dst.exists() and not (_cut(dst) and rec.get("git_commit") and
-                                     json.loads(dst.read_text()).get("created") != rec.get("created")):
-                problems.append(f"{rel}: {dst} exists already (a duplicate)")
+            if dst.exists():
+                old = json.loads(dst.read_text())
+                # a run cut by its budget may be replaced, by another run (not itself again)
+                if old.get("stopped_at") is None or old.get("created") == rec.get("created"):
+                    problems.append(f"{rel}: {dst} exists already (a duplicate)")
             if problems:
                 report["refused"].extend(problems)
                 continue

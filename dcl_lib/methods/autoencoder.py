@@ -15,7 +15,8 @@ from ..nets import MLPAutoencoder
 from ..train import (History, LossWindow, TrainState, batched, make_adam, minibatches, progress,
                      seeded_generator)
 
-__all__ = ["AutoencoderConfig", "update_autoencoder", "train_autoencoder", "encode"]
+__all__ = ["AutoencoderConfig", "update_autoencoder", "train_autoencoder", "encode",
+           "codes_from_checkpoint"]
 
 
 @dataclass(frozen=True)
@@ -85,3 +86,14 @@ def encode(model: MLPAutoencoder, X: torch.Tensor, batch_size: int = 4096) -> to
     device = next(model.parameters()).device
     return batched(lambda x: model.encode(x.to(device, torch.float32)), X.reshape(len(X), -1),
                    batch_size, nets=(model,))
+
+
+def codes_from_checkpoint(encoder_state: dict, X: torch.Tensor, cfg: AutoencoderConfig,
+                          device: torch.device | str = "cpu") -> torch.Tensor:
+    """Codes of the rows of ``X`` from a runner checkpoint's (compact) encoder export."""
+    from ..train import load_compact_state
+
+    X = X.reshape(len(X), -1)
+    ae = MLPAutoencoder(X.shape[1], cfg.hidden, cfg.latent_dim)
+    load_compact_state(ae.encoder, encoder_state)
+    return encode(ae.to(device), X)

@@ -30,10 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..gan import gradient_penalty, sample_normal
-from ..nets import BatchedMLP, MLPAutoencoder, mlp
+from ..nets import BatchedMLP, mlp
 from ..train import (History, LossWindow, TrainState, batched, compact_state, make_adam, progress,
                      seeded_generator)
-from .autoencoder import AutoencoderConfig, encode, train_autoencoder
+from .autoencoder import AutoencoderConfig, codes_from_checkpoint, encode, train_autoencoder
 from .base import ClusterEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters
 
 __all__ = ["GANMMConfig", "GANMMNets", "update_critics", "update_generators", "update_classifier",
@@ -438,8 +438,8 @@ class GANMM(ClusterEstimator):
         X = as_tensor(X, dtype=torch.float32, ndim=(2, 3, 4))  # flat rows or images
         check_n_clusters(self.n_clusters, len(X))
         dev = self._device()
-        ae, _ = train_autoencoder(X.reshape(len(X), -1), cfg.autoencoder(), self.random_state, dev,
-                                  verbose=self.verbose)
+        ae, self.autoencoder_history_ = train_autoencoder(X.reshape(len(X), -1), cfg.autoencoder(),
+                                                          self.random_state, dev, verbose=self.verbose)
         self.autoencoder_ = ae
         return self.fit_embedding(encode(ae, X.reshape(len(X), -1)), ae.decoder, y_eval=y_eval,
                                   state=state)
@@ -456,6 +456,7 @@ class GANMM(ClusterEstimator):
                                  f"{getattr(first, 'in_features', '?')} inputs, the codes have "
                                  f"{Z.shape[1]} dimensions")
         Zs, self.mean_, self.std_ = standardize(Z)
+        self.embedding_ = Z  # the codes clustered (before standardisation)
         y = None if y_eval is None else torch.as_tensor(np.asarray(y_eval))
         self.nets_, self.history_ = train_ganmm(Zs, cfg, self.random_state, self._device(), y, state,
                                                 self.verbose)
@@ -504,34 +505,25 @@ def _fit(data, cfg: GANMMConfig, ctx: RunContext) -> FitResult:
     from ..metrics import evaluate
     from .gmm import GaussianMixture
 
-    cfg.validate()
-    X = data.flat()
-    ae, ae_hist = train_autoencoder(X, cfg.autoencoder(), ctx.seed, ctx.device, verbose=ctx.verbose)
-    Z = encode(ae, X)
     est = GANMM(cfg.n_clusters, cfg, ctx.seed, ctx.device, ctx.verbose)
-    est.autoencoder_ = ae
-    est.fit_embedding(Z, ae.decoder, y_eval=data.y, state=ctx.state)
+    est.fit(data.flat(), y_eval=data.y, state=ctx.state)
     # the comparison the chapter makes: a Gaussian mixture on the same codes, same run
     gm = GaussianMixture(cfg.n_clusters, covariance_type="full", n_init=cfg.gmm_n_init,
-                         random_state=ctx.seed, device=ctx.device).fit(Z.double())
+                         random_state=ctx.seed, device=ctx.device).fit(est.embedding_.double())
     extra = {f"gmm_{k}": v for k, v in evaluate(data.y, gm.labels_).items()}
     # the encoder in half precision (as gmm-ae); the small GAN mixture in full precision
-    state = {"encoder": compact_state(ae.encoder),
+    state = {"encoder": compact_state(est.autoencoder_.encoder),
              "ganmm": {k: v.detach().cpu() for k, v in est.nets_.state_dict().items()},
              "mean": est.mean_.cpu(), "std": est.std_.cpu()}
-    hist = {**est.history_.to_dict(), "ae_loss/recon": ae_hist.series.get("loss/recon", [])}
+    hist = {**est.history_.to_dict(),
+            "ae_loss/recon": est.autoencoder_history_.series.get("loss/recon", [])}
     return FitResult(est.labels_, state, hist, extra)
 
 
 def _reload(ck, data, cfg: GANMMConfig, device) -> np.ndarray:
-    from ..train import load_compact_state
-
-    X = data.flat()
-    ae = MLPAutoencoder(X.shape[1], cfg.hidden, cfg.latent_dim)
-    load_compact_state(ae.encoder, ck["encoder"])
     nets = GANMMNets(cfg.n_clusters, cfg.latent_dim, cfg.z_dim, cfg.gan_hidden, cfg.gan_depth)
     nets.load_state_dict(ck["ganmm"])
-    Z = encode(ae.to(device), X)
+    Z = codes_from_checkpoint(ck["encoder"], data.flat(), cfg, device)
     Zs = standardize(Z, ck["mean"].to(Z.device), ck["std"].to(Z.device))[0]
     return nets.to(device).posterior(Zs).argmax(1).cpu().numpy()
 

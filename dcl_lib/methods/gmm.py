@@ -25,7 +25,7 @@ from sklearn.exceptions import ConvergenceWarning  # scikit-learn's own class, r
 from ..config import MethodConfig
 from ..em import kl_rows, perturb_responsibilities, responsibilities
 from ..train import compact_state, progress
-from .autoencoder import AutoencoderConfig, encode, train_autoencoder
+from .autoencoder import AutoencoderConfig, codes_from_checkpoint, encode, train_autoencoder
 from .base import (ClusterEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters,
                    seed_from)
 from .kmeans import KMeans, kmeans_plusplus
@@ -667,12 +667,8 @@ def _fit_gmm_ae(data, cfg: GMMAEConfig, ctx: RunContext) -> FitResult:
 
 def _reload_gmm_ae(ck, data, cfg: GMMAEConfig, device) -> np.ndarray:
     """Codes from the saved (half-precision) encoder, then the saved mixture."""
-    from ..nets import MLPAutoencoder
-    from ..train import load_compact_state
-
-    ae = MLPAutoencoder(data.flat().shape[1], cfg.hidden, cfg.latent_dim)
-    load_compact_state(ae.encoder, ck["encoder"])
-    return _mixture_labels(ck, encode(ae.to(device), data.flat()), cfg.covariance_type)
+    Z = codes_from_checkpoint(ck["encoder"], data.flat(), cfg, device)
+    return _mixture_labels(ck, Z, cfg.covariance_type)
 
 
 SPEC_GMM = MethodSpec(GMMConfig, _fit_gmm, "Gaussian mixture by EM on pixels (diag) or PCA (full)",
