@@ -50,7 +50,7 @@ RETIRED_FIELDS: dict[str, dict[str, str]] = {
 # code then had no such option and behaved as this default does).
 ADDED_FIELDS: dict[str, dict[str, Any]] = {
     "gmm-ae": {"weight_decay": 0.0, "input_dropout": 0.2},
-    "clustergan": {"arch": "conv", "cuda_graph": False},
+    "clustergan": {"arch": "conv", "cuda_graph": False, "export_generator": True},
 }
 
 

@@ -105,6 +105,16 @@ def test_runner_checkpoint_round_trip(tmp_path):
         ClusterGAN.from_checkpoint(tmp_path / "other.pt")
     with pytest.raises(NotFittedError):
         ClusterGAN(3).transform(x)
+    # the full profile's export: the encoder alone clusters as the run did, and cannot sample
+    rec = run("clustergan", "mnist", "quick", seed=0, out_dir=tmp_path / "enc", data=data,
+              overrides={"n_clusters": 3, "hidden": 32, "channels": (4, 8), "iterations": 4,
+                         "batch_size": 16, "eval_every": 2, "export_generator": False})
+    ck = torch.load(tmp_path / "enc" / "clustergan" / rec["checkpoint"], weights_only=False)
+    assert "generator" not in ck and "encoder" in ck
+    enc_only = ClusterGAN.from_checkpoint(tmp_path / "enc" / "clustergan" / rec["checkpoint"])
+    assert np.allclose(enc_only.transform(x), z)  # the same run, the same encoder export
+    with pytest.raises(ValueError, match="without its generator"):
+        enc_only.sample(torch.tensor([0]))
 
 
 class _LinearG(torch.nn.Module):

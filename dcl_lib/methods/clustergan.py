@@ -165,12 +165,15 @@ class ClusterGANConfig(MethodConfig):
     arch: str = "conv"            # "conv": images (official MNIST nets); "mlp": vectors (N, d)
     cuda_graph: bool = False      # on a GPU, replay each iteration as one CUDA graph (same
                                   # maths; the noise then comes from the default CUDA generator)
+    export_generator: bool = True  # the runner's checkpoint keeps the generator (the chapter
+                                   # draws from the quick runs'); the encoder assigns clusters
 
     profiles = {
         # full: the official batch of 64, each iteration replayed as one CUDA graph (10 ms
         # on an H200 against 33 ms eager: 30,000 iterations fit a GPU window); a run's time
-        # budget is the runner's --budget-s, and --resume continues it
-        "full": {"cuda_graph": True},
+        # budget is the runner's --budget-s, and --resume continues it; its checkpoint holds
+        # only the encoder (what assigns the clusters and what the results chapter re-checks)
+        "full": {"cuda_graph": True, "export_generator": False},
         # quick: narrower networks and fewer steps, for 2 CPU cores; the objective,
         # optimiser, batch and n_critic are the official ones
         "quick": {"hidden": 256, "channels": (16, 32), "iterations": 1000, "eval_every": 100},
@@ -434,7 +437,8 @@ class ClusterGAN(ClusterEstimator):
 
     @classmethod
     def from_state(cls, ck: dict, device=None, name: str = "checkpoint") -> "ClusterGAN":
-        """A fitted estimator (generator + encoder, no critic) from a runner checkpoint.
+        """A fitted estimator (encoder, and the generator if the checkpoint has it; no
+        critic) from a runner checkpoint.
 
         The runner stores the weights compactly (:func:`dcl_lib.train.compact_state`:
         large matrices as int8 rows, the rest in half precision); they are loaded into
@@ -442,14 +446,15 @@ class ClusterGAN(ClusterEstimator):
         """
         from ..train import get_device, load_compact_state
 
-        if not {"config", "generator", "encoder"} <= set(ck):
+        if not {"config", "encoder"} <= set(ck):
             raise ValueError(f"{name} is not a ClusterGAN checkpoint (keys: {sorted(ck)})")
         cfg = ClusterGANConfig.from_dict(ck["config"], strict=False)
         shape = tuple(int(v) for v in ck.get("image_shape", (1, 28, 28)))
         dev = get_device(device)
         est = cls(cfg.n_clusters, cfg, device=device)
         G, _, E = build_networks(cfg, shape)
-        est.generator_ = load_compact_state(G, ck["generator"]).to(dev)
+        est.generator_ = (load_compact_state(G, ck["generator"]).to(dev) if "generator" in ck
+                          else None)
         est.encoder_ = load_compact_state(E, ck["encoder"]).to(dev)
         est.config_, est.image_shape_, est.critic_, est.history_ = cfg, shape, None, None
         return est
@@ -457,6 +462,9 @@ class ClusterGAN(ClusterEstimator):
     @torch.no_grad()
     def sample(self, k: torch.Tensor, seed: int = 0) -> torch.Tensor:
         """Images generated from clusters ``k`` (n,), with the generator in eval mode."""
+        if self.generator_ is None:
+            raise ValueError("this ClusterGAN was loaded from a checkpoint without its generator "
+                             "(export_generator=False): it can cluster, not sample")
         cfg, G = self.config_, self.generator_
         dev = next(G.parameters()).device
         z_n, z_c, _ = sample_prior(len(k), cfg.dim_n, cfg.n_clusters, cfg.sigma,
@@ -481,9 +489,10 @@ def _fit(data, cfg: ClusterGANConfig, ctx: RunContext) -> FitResult:
     extra = {f"kmeans_latent_{k}": v for k, v in evaluate(data.y, est.labels_kmeans_).items()}
     # the encoder assigns the clusters, the generator draws the chapter's figures; their
     # large matrices as int8 rows (the chapter re-evaluates the committed checkpoints)
-    state = {"generator": compact_state(est.generator_, int8_min_numel=_INT8_MIN_NUMEL),
-             "encoder": compact_state(est.encoder_, int8_min_numel=_INT8_MIN_NUMEL),
+    state = {"encoder": compact_state(est.encoder_, int8_min_numel=_INT8_MIN_NUMEL),
              "image_shape": torch.tensor(est.image_shape_)}
+    if cfg.export_generator:
+        state["generator"] = compact_state(est.generator_, int8_min_numel=_INT8_MIN_NUMEL)
     return FitResult(est.labels_, state, est.history_, extra)
 
 
