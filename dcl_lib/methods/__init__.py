@@ -21,6 +21,7 @@ REGISTRY: dict[str, str] = {
     "depict": "depict:SPEC",
     "clustergan": "clustergan:SPEC",
     "ganmm": "ganmm:SPEC",
+    "dcan": "dcan:SPEC",
 }
 
 

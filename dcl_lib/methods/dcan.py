@@ -1,0 +1,587 @@
+"""DCAN (Lim, ICLR 2025 DeLTa workshop, arXiv 2412.08933): deep clustering with an
+adversarial-net clustering loss.  No public code exists; this module is the reference
+implementation, and every choice the poster leaves open is a config field measured in
+the book's chapter 03.
+
+A pretrained autoencoder's codes z = E(x) are standardized once (z_hat = (z - m) / s,
+one shift per dimension and one scale for all, fixed for the run) and a Gaussian mixture
+theta* = {pi_k, mu_k, Sigma_k} is fitted to them; k*(x) = argmax_k p(k | z_hat(x)).
+The encoder (and decoder) are then fine-tuned on
+
+    L = recon_weight * BCE(x, dec(enc(x))) + weight * L_cluster
+
+with one of four clustering terms (``loss``):
+
+* ``"dcan"``: an adversarial net.  D is asked "does z belong to the assigned cluster?":
+  real z+ ~ N(mu_{k*}, Sigma_{k*}) (label T = 1), fake z_hat(x) (T = 0), both with k*
+  as a second input (``conditional=True``).  D maximises
+  V = E_p log D(z+, k*) + E_q log(1 - D(z_hat, k*)) (at most 2 JSD - 2 log 2); the
+  encoder minimises the non-saturating -E_q log D(z_hat, k*);
+* ``"kl"``: the closed-form deep-clustering loss that DCAN replaces, the KL divergence of
+  the encoder's Gaussian q(z | x) = N(m(x), diag s^2(x)) to N(mu_{k*}, Sigma_{k*});
+* ``"abc"``: the Euclidean loss ||z_hat - mu_{k*}||^2 (the poster's first baseline);
+* ``"aae"``: the contrast, an adversarial autoencoder with one Gaussian prior N(0, I)
+  and an unconditional D: a matched prior without clusters.
+
+theta* is refitted on the current codes every ``refresh_every`` epochs (EM warm-started
+from the previous theta*, so cluster k keeps its identity); the clusters are k*.
+
+Order: config -> networks -> target (theta*) -> losses -> the two players' steps ->
+the loop -> estimator -> runner entry.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..gan import discriminator_loss, gan_value, nonsaturating_generator_loss
+from ..nets import MLPAutoencoder, mlp
+from ..train import (History, LossWindow, TrainState, batched, compact_state, make_adam,
+                     minibatches, progress, seeded_generator)
+from .autoencoder import AutoencoderConfig, codes_from_checkpoint, encode, train_autoencoder
+from .base import ClusterEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters
+
+__all__ = ["DCANConfig", "DCANNets", "Target", "fit_target", "sample_target", "abc_loss",
+           "kl_to_target", "update_discriminator", "update_autoencoder", "gaussian_jsd",
+           "train_dcan", "DCAN", "LOSSES"]
+
+LOSSES = ("dcan", "kl", "abc", "aae")
+
+
+# ---------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DCANConfig(AutoencoderConfig):
+    """Every field of the autoencoder (:class:`AutoencoderConfig`, the GMM chapter's
+    pretraining), then the clustering phase's."""
+
+    n_clusters: int = 10
+    loss: str = "dcan"              # "dcan" | "kl" | "abc" (baselines) | "aae" (contrast)
+    conditional: bool = True        # D sees (z, e_{k*}); False: z alone (matches the marginal)
+    disc_hidden: tuple[int, ...] = (64, 64)  # small: a 10-D discriminator saturates easily
+    disc_lr: float = 2e-4           # Adam (0.5, 0.999), as DCGAN
+    finetune_lr: float = 1e-4       # Adam, encoder and decoder
+    finetune_epochs: int = 30
+    finetune_batch: int = 256
+    weight: float = 0.1             # lambda: the clustering term against reconstruction
+    recon_weight: float = 1.0       # 0: the clustering term alone
+    refresh_every: float = 0.1      # epochs between refits of theta* (0: fixed at the start);
+                                    # measured on the quick subset: 0.1 -> ACC 0.694, 1 -> 0.658, 0 -> 0.678
+    tau: float = 0.5                # the target's spread: N(mu_k, tau^2 Sigma_k); 1: the fitted
+                                    # mixture itself, whose D cannot tell codes from targets (V = -2 log 2)
+    assign: str = "hard"            # each point's cluster in the terms: "hard" k* or "soft" k ~ p(k | z)
+    covariance_type: str = "full"   # of theta* ("full" or "diag")
+    reg_covar: float = 1e-4         # on standardized codes
+    gmm_n_init: int = 5             # the initial theta* (and the GMM baseline it is)
+    refresh_iter: int = 10          # EM iterations of a warm-started refit
+    logvar_init: float = -4.0       # loss="kl": initial log s^2 of the encoder's Gaussian
+    saturation: float = 0.99        # D's epoch accuracy from which it "wins outright"
+
+    profiles = {
+        "quick": {**AutoencoderConfig.profiles["quick"], "finetune_epochs": 20, "gmm_n_init": 2},
+        "full": {**AutoencoderConfig.profiles["full"], "finetune_epochs": 15},
+    }
+
+    def autoencoder(self) -> AutoencoderConfig:
+        return AutoencoderConfig(**{f.name: getattr(self, f.name) for f in fields(AutoencoderConfig)})
+
+    def validate(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.covariance_type not in ("full", "diag"):
+            raise ValueError(f"covariance_type must be 'full' or 'diag', got {self.covariance_type!r}")
+        if self.assign not in ("hard", "soft"):
+            raise ValueError(f"assign must be 'hard' or 'soft', got {self.assign!r}")
+        if self.refresh_every < 0:
+            raise ValueError(f"refresh_every must be >= 0 epochs, got {self.refresh_every}")
+        if self.weight < 0 or self.recon_weight < 0 or self.weight + self.recon_weight == 0:
+            raise ValueError(f"weight and recon_weight must be >= 0 and not both 0, got "
+                             f"{self.weight}, {self.recon_weight}")
+
+
+# ---------------------------------------------------------------------------
+# Networks
+# ---------------------------------------------------------------------------
+
+class DCANNets(nn.Module):
+    """The autoencoder, the standardization of its codes, the discriminator and (loss
+    ``"kl"``) a log-variance head on the encoder's last hidden layer.
+
+    ``code(x)`` -> z_hat (B, d); ``code_logvar(x)`` -> (z_hat, log s^2) in z_hat's units;
+    ``D(z_hat, k)`` -> logits (B,).
+    """
+
+    def __init__(self, ae: MLPAutoencoder, n_clusters: int, shift: torch.Tensor, scale: float,
+                 disc_hidden=(64, 64), conditional: bool = True, logvar_head: bool = False,
+                 logvar_init: float = -4.0):
+        super().__init__()
+        self.ae, self.n_clusters, self.conditional = ae, n_clusters, conditional
+        d = ae.latent_dim
+        self.register_buffer("shift", torch.as_tensor(shift, dtype=torch.float32).reshape(d))
+        self.register_buffer("scale", torch.as_tensor(float(scale), dtype=torch.float32))
+        self.disc = mlp([d + (n_clusters if conditional else 0), *disc_hidden, 1],
+                        act=lambda: nn.LeakyReLU(0.2))
+        self.logvar = None
+        if logvar_head:
+            self.logvar = nn.Linear(ae.encoder[-1].in_features, d)
+            nn.init.zeros_(self.logvar.weight)
+            nn.init.constant_(self.logvar.bias, logvar_init)
+
+    def standardize(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - self.shift) / self.scale
+
+    def code(self, x: torch.Tensor) -> torch.Tensor:
+        return self.standardize(self.ae.encode(x))  # (B, d)
+
+    def code_logvar(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.ae.encoder[:-1](x.flatten(1))  # (B, hidden[-1]): the last hidden layer
+        return self.standardize(self.ae.encoder[-1](h)), self.logvar(h)  # (B, d) each
+
+    def decode(self, z_hat: torch.Tensor) -> torch.Tensor:
+        return self.ae.decoder(z_hat * self.scale + self.shift)  # (B, D)
+
+    def D(self, z: torch.Tensor, k: torch.Tensor | None = None) -> torch.Tensor:
+        if self.conditional:
+            z = torch.cat([z, F.one_hot(k, self.n_clusters).to(z.dtype)], 1)
+        return self.disc(z).squeeze(1)  # (B,) logits
+
+
+# ---------------------------------------------------------------------------
+# The target theta*: a Gaussian mixture on the standardized codes
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Target:
+    """theta* = (pi (K,), mu (K, d), Sigma (K, d, d)), the mixture fitted to the codes, and
+    k* (N,), the hard assignment of every training point under it.
+
+    The clustering terms use the target Gaussians N(mu_k, tau^2 Sigma_k): ``chol`` (L with
+    L L^T = tau^2 Sigma_k), ``precisions`` (its inverse) and ``logdet`` (its log-determinant).
+    """
+
+    weights: torch.Tensor
+    means: torch.Tensor
+    covariances: torch.Tensor
+    labels: torch.Tensor
+    resp: torch.Tensor | None = None
+    tau: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.chol = self.tau * torch.linalg.cholesky(self.covariances)
+        self.precisions = torch.cholesky_inverse(self.chol)
+        self.logdet = 2 * torch.log(torch.diagonal(self.chol, dim1=1, dim2=2)).sum(1)
+
+    def to_dict(self) -> dict[str, torch.Tensor]:
+        return {k: getattr(self, k).cpu() for k in ("weights", "means", "covariances", "labels",
+                                                    "resp") if getattr(self, k) is not None}
+
+    @classmethod
+    def from_dict(cls, d, device, tau: float = 1.0) -> "Target":
+        return cls(**{k: d[k].to(device) for k in ("weights", "means", "covariances", "labels",
+                                                   "resp") if k in d}, tau=tau)
+
+    def assignments(self, idx: torch.Tensor, assign: str, g: torch.Generator) -> torch.Tensor:
+        """The clusters of the points ``idx`` in the clustering terms: k* ("hard"), or one
+        draw k ~ p(k | z) per point ("soft")."""
+        if assign == "hard":
+            return self.labels[idx]
+        u = torch.rand(len(idx), 1, generator=g, device=g.device).to(self.resp.device)
+        return (self.resp[idx].cumsum(1) < u).sum(1).clamp_max(self.resp.shape[1] - 1)
+
+
+def fit_target(Z_hat: torch.Tensor, cfg: DCANConfig, seed: int, previous: Target | None = None
+               ) -> tuple[Target, str]:
+    """theta* by EM on the codes (N, d): ``gmm_n_init`` k-means starts, or warm-started
+    from ``previous`` for ``refresh_iter`` iterations (cluster k keeps its identity).
+
+    A warm start that leaves a cluster without points falls back to a fresh fit; returns
+    (target, what happened: "fit", "refresh" or "refit: cluster(s) [..] empty").
+    """
+    from .gmm import GaussianMixture
+
+    if not torch.isfinite(Z_hat).all():
+        raise ValueError("the codes have non-finite values (NaN or inf): lower finetune_lr or weight")
+    K = cfg.n_clusters
+    Z64 = Z_hat.detach().double()
+    common = dict(covariance_type=cfg.covariance_type, reg_covar=cfg.reg_covar,
+                  random_state=seed, device=Z_hat.device)
+    note = "fit"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a few warm-started iterations do not "converge"
+        if previous is not None:
+            cov = previous.covariances.double()
+            if cfg.covariance_type == "diag":
+                cov = torch.diagonal(cov, dim1=1, dim2=2)
+            gm = GaussianMixture(K, max_iter=cfg.refresh_iter, tol=0.0,
+                                 weights_init=previous.weights.double().cpu().numpy(),
+                                 means_init=previous.means.double().cpu().numpy(),
+                                 covariances_init=cov.cpu().numpy(), **common).fit(Z64)
+            sizes = np.bincount(gm.labels_, minlength=K)
+            note = "refresh"
+            if (sizes == 0).any():
+                note = f"refit: cluster(s) {np.flatnonzero(sizes == 0).tolist()} empty"
+                previous = None
+        if previous is None:
+            gm = GaussianMixture(K, n_init=cfg.gmm_n_init, max_iter=300, **common).fit(Z64)
+    cov = torch.as_tensor(gm.covariances_, device=Z_hat.device)
+    if cfg.covariance_type == "diag":
+        cov = torch.diag_embed(cov)
+    dev = Z_hat.device
+    return Target(torch.as_tensor(gm.weights_, device=dev).float(),
+                  torch.as_tensor(gm.means_, device=dev).float(), cov.float(),
+                  torch.as_tensor(gm.labels_, device=dev).long(),
+                  torch.as_tensor(gm.predict_proba(Z64), device=dev).float(), cfg.tau), note
+
+
+def sample_target(target: Target, k: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """z+ ~ N(mu_k, Sigma_k) for each entry of k (B,): mu_k + L_k eps, eps ~ N(0, I)."""
+    eps = torch.randn(len(k), target.means.shape[1], generator=g, device=g.device).to(k.device)
+    return target.means[k] + torch.einsum("bij,bj->bi", target.chol[k], eps)  # (B, d)
+
+
+# ---------------------------------------------------------------------------
+# The clustering terms
+# ---------------------------------------------------------------------------
+
+def abc_loss(z_hat: torch.Tensor, k: torch.Tensor, target: Target) -> torch.Tensor:
+    """(1/d) ||z_hat - mu_{k*}||^2, averaged over the batch (the Euclidean ABC loss)."""
+    return ((z_hat - target.means[k]) ** 2).mean()
+
+
+def kl_to_target(m: torch.Tensor, logvar: torch.Tensor, k: torch.Tensor, target: Target
+                 ) -> torch.Tensor:
+    """(1/d) KL(N(m, diag e^logvar) || N(mu_k, Sigma_k)) per row (B,), closed form:
+    1/2 [tr(P_k S) + (mu_k - m)^T P_k (mu_k - m) - d + log|Sigma_k| - sum logvar]."""
+    d = m.shape[1]
+    P = target.precisions[k]                                    # (B, d, d)
+    delta = target.means[k] - m                                 # (B, d)
+    trace = (torch.diagonal(P, dim1=1, dim2=2) * logvar.exp()).sum(1)
+    maha = torch.einsum("bi,bij,bj->b", delta, P, delta)
+    return 0.5 * (trace + maha - d + target.logdet[k] - logvar.sum(1)) / d
+
+
+# ---------------------------------------------------------------------------
+# The two players' steps
+# ---------------------------------------------------------------------------
+
+def _real(nets: DCANNets, k: torch.Tensor, target: Target, cfg: DCANConfig, g: torch.Generator):
+    """Real samples for D: z+ ~ N(mu_{k*}, Sigma_{k*}) (DCAN) or N(0, I) (AAE)."""
+    if cfg.loss == "aae":
+        return torch.randn(len(k), target.means.shape[1], generator=g, device=g.device).to(k.device)
+    return sample_target(target, k, g)
+
+
+def update_discriminator(nets: DCANNets, opt_d: torch.optim.Optimizer, x: torch.Tensor,
+                         k: torch.Tensor, target: Target, cfg: DCANConfig, g: torch.Generator
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One ascent step of V(D) = E_p log D(z+, k*) + E_q log(1 - D(z_hat, k*)) (i.e. a
+    descent step of the cross-entropy with T = 1 for z+ and T = 0 for z_hat = E(x)).
+    Returns (V, D's accuracy on the batch), detached."""
+    with torch.no_grad():
+        z_fake = nets.code(x)
+    z_real = _real(nets, k, target, cfg, g)
+    kk = k if nets.conditional else None
+    logit_real, logit_fake = nets.D(z_real, kk), nets.D(z_fake, kk)
+    loss = discriminator_loss(logit_real, logit_fake)
+    opt_d.zero_grad(set_to_none=True)
+    loss.backward()
+    opt_d.step()
+    acc = ((logit_real > 0).float().mean() + (logit_fake < 0).float().mean()) / 2
+    return -loss.detach(), acc.detach()
+
+
+def update_autoencoder(nets: DCANNets, opt: torch.optim.Optimizer, x: torch.Tensor,
+                       k: torch.Tensor, target: Target, cfg: DCANConfig,
+                       g: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of recon_weight * BCE(x, dec(z)) + weight * L_cluster on the encoder and
+    decoder (D is not updated).  Returns (reconstruction, clustering term), detached."""
+    if cfg.loss == "kl":  # the encoder's Gaussian, reparameterised: z = m + s * eps
+        m, logvar = nets.code_logvar(x)
+        eps = torch.randn(m.shape, generator=g, device=g.device).to(m.device)
+        z_hat = m + (0.5 * logvar).exp() * eps
+        cluster = kl_to_target(m, logvar, k, target).mean()
+    else:
+        z_hat = nets.code(x)
+        if cfg.loss == "abc":
+            cluster = abc_loss(z_hat, k, target)
+        else:  # dcan, aae: fool D, non-saturating
+            cluster = nonsaturating_generator_loss(nets.D(z_hat, k if nets.conditional else None))
+    recon = F.binary_cross_entropy(nets.decode(z_hat), x.flatten(1))
+    loss = cfg.recon_weight * recon + cfg.weight * cluster
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return recon.detach(), cluster.detach()
+
+
+# ---------------------------------------------------------------------------
+# Diagnostics: the Jensen-Shannon divergence between two Gaussians, by Monte Carlo
+# ---------------------------------------------------------------------------
+
+def _log_normal(z: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
+    return torch.distributions.MultivariateNormal(mu, covariance_matrix=cov).log_prob(z)
+
+
+def gaussian_jsd(mu_p, cov_p, mu_q, cov_q, n: int = 20000, seed: int = 0) -> float:
+    """JSD(N(mu_p, cov_p) || N(mu_q, cov_q)) in nats, by Monte Carlo with n draws from
+    each: 1/2 E_p log(2p / (p + q)) + 1/2 E_q log(2q / (p + q)).  No closed form exists
+    (the mixture (p + q) / 2 is not Gaussian)."""
+    g = torch.Generator().manual_seed(seed)
+    mu_p, cov_p, mu_q, cov_q = (torch.as_tensor(t, dtype=torch.float64).cpu()
+                                for t in (mu_p, cov_p, mu_q, cov_q))
+    d = len(mu_p)
+    total = 0.0
+    for mu, cov in ((mu_p, cov_p), (mu_q, cov_q)):
+        z = mu + torch.randn(n, d, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(cov).T
+        lp, lq = _log_normal(z, mu_p, cov_p), _log_normal(z, mu_q, cov_q)
+        own = lp if mu is mu_p else lq
+        total += 0.5 * float((math.log(2) + own - torch.logaddexp(lp, lq)).mean())
+    return total
+
+
+def codes_jsd(Z_hat: torch.Tensor, target: Target, n: int = 4000, seed: int = 0,
+              min_points: int = 20) -> float:
+    """sum_k pi_k JSD(N(mu_k, tau^2 Sigma_k) || q_k), q_k the Gaussian fitted to the codes that
+    k* assigns to k (an estimate: the codes are not exactly Gaussian); the bound on a
+    conditional D's value is 2 * this - 2 log 2."""
+    Z = Z_hat.detach().double().cpu()
+    labels = target.labels.cpu()
+    out, total = 0.0, 0
+    for k in range(len(target.weights)):
+        Zk = Z[labels == k]
+        if len(Zk) < min_points:
+            continue
+        cov_q = torch.cov(Zk.T) + 1e-6 * torch.eye(Z.shape[1], dtype=torch.float64)
+        cov_p = target.chol[k] @ target.chol[k].T  # tau^2 Sigma_k, the target's Gaussian
+        out += len(Zk) * gaussian_jsd(target.means[k], cov_p, Zk.mean(0), cov_q, n, seed + k)
+        total += len(Zk)
+    return out / max(total, 1)
+
+
+# ---------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------
+
+_HINT = "lower finetune_lr, disc_lr or weight"
+
+
+def _standardization(Z: torch.Tensor) -> tuple[torch.Tensor, float]:
+    if not torch.isfinite(Z).all():
+        raise ValueError("the pretrained codes have non-finite values (NaN or inf): check the "
+                         "autoencoder")
+    shift = Z.mean(0)
+    scale = float((Z - shift).pow(2).mean().sqrt())
+    if scale <= 1e-12:
+        raise ValueError("the pretrained codes are constant: nothing to cluster")
+    return shift, scale
+
+
+def train_dcan(X: torch.Tensor, ae: MLPAutoencoder, cfg: DCANConfig, seed: int = 0,
+               device="cpu", y: torch.Tensor | None = None, state: TrainState | None = None,
+               verbose: bool = True, jsd_every: int = 0) -> tuple[DCANNets, Target, History]:
+    """The clustering phase on images X (N, D) in [0, 1], from a pretrained autoencoder
+    ``ae`` (copied, not modified).
+
+    Each epoch: theta* refreshed when due; per minibatch one D step (adversarial losses)
+    and one encoder/decoder step.  ``y`` only logs ACC / NMI / ARI of k*; ``jsd_every``
+    (epochs, 0: never) logs ``codes_jsd`` (the Gaussian-fit estimate of the JSD that
+    bounds D's value).  Returns (networks, theta* on the final codes, history).
+    """
+    from ..metrics import evaluate
+
+    cfg.validate()
+    device = torch.device(device)
+    K = cfg.n_clusters
+    X = X.reshape(len(X), -1).to(device, torch.float32)
+    N = len(X)
+    check_n_clusters(K, N)
+    state = state or TrainState()
+    g = seeded_generator(seed, device)
+    torch.manual_seed(seed)
+    ae = copy.deepcopy(ae).to(device)
+    Z0 = encode(ae, X)
+    shift, scale = _standardization(Z0)
+    nets = DCANNets(ae, K, shift, scale, cfg.disc_hidden, cfg.conditional and cfg.loss == "dcan",
+                    cfg.loss == "kl", cfg.logvar_init).to(device)
+    adversarial = cfg.loss in ("dcan", "aae")
+    opt_d = make_adam(nets.disc.parameters(), cfg.disc_lr, device, betas=(0.5, 0.999))
+    params = list(nets.ae.parameters()) + (list(nets.logvar.parameters()) if nets.logvar else [])
+    opt = make_adam(params, cfg.finetune_lr, device)
+    hist = History(y)
+    for key in ("events", "sizes"):
+        hist.series.setdefault(key, [])
+    state.attach({"dcan": nets}, {"discriminator": opt_d, "autoencoder": opt}, {"draws": g}, hist)
+    saved = state.restore()
+    start = saved.get("epoch", 0)
+    per_epoch = math.ceil(N / cfg.finetune_batch)
+    refresh_steps = round(cfg.refresh_every * per_epoch) if cfg.refresh_every else 0
+    if start:
+        target = Target.from_dict(saved["target"], device, cfg.tau)
+    else:
+        target, _ = fit_target(nets.standardize(Z0), cfg, seed)
+
+    def log(epoch: int, losses: dict) -> None:
+        Z = encode_hat(nets, X)
+        labels = target.labels.cpu()
+        extra = {"sizes": torch.bincount(labels, minlength=K).tolist()}
+        if y is not None:
+            m = evaluate(y.cpu().numpy(), labels.numpy())
+            extra.update({"nmi": m["nmi"], "ari": m["ari"]})
+        if jsd_every and epoch % jsd_every == 0:
+            extra["jsd"] = codes_jsd(Z, target, seed=seed)
+        hist.log(epoch, labels, losses, **extra)
+        if verbose:
+            print(f"DCAN[{cfg.loss}] epoch {epoch}: ACC {hist.last('acc'):.4f}, sizes "
+                  f"{min(extra['sizes'])}..{max(extra['sizes'])}, {hist.last('seconds'):.0f} s",
+                  flush=True)
+
+    if start == 0:
+        if y is not None:  # theta* at the start: the Gaussian mixture on the pretrained codes
+            hist.scalars["start"] = evaluate(y.cpu().numpy(), target.labels.cpu().numpy())
+        log(0, {})
+    step = start * per_epoch
+    for epoch in progress(range(start + 1, cfg.finetune_epochs + 1), desc=f"DCAN[{cfg.loss}]",
+                          verbose=verbose):
+        window = LossWindow(unit="epoch")
+        nets.train()
+        for b in minibatches(N, cfg.finetune_batch, g):
+            step += 1
+            if refresh_steps and step % refresh_steps == 0:  # refresh theta* on the current codes
+                target, note = fit_target(encode_hat(nets, X), cfg, seed, previous=target)
+                if note.startswith("refit"):
+                    hist.series["events"].append([step, note])
+                    if verbose:
+                        print(f"DCAN step {step}: {note}: theta* refitted from k-means starts",
+                              flush=True)
+            x, k = X[b], target.assignments(b, cfg.assign, g)
+            if adversarial:
+                value, acc = update_discriminator(nets, opt_d, x, k, target, cfg, g)
+                window.add(epoch, weight=len(b), value=value, d_acc=acc)
+            recon, cluster = update_autoencoder(nets, opt, x, k, target, cfg, g)
+            window.add(epoch, weight=len(b), recon=recon, cluster=cluster)
+        nets.eval()
+        losses = window.means(epoch, hint=_HINT)
+        if adversarial and losses["d_acc"] >= cfg.saturation:
+            note = f"discriminator saturated (epoch accuracy {losses['d_acc']:.3f})"
+            hist.series["events"].append([step, note])
+            if verbose:
+                print(f"DCAN step {step}: {note}", flush=True)
+        log(epoch, losses)
+        if state.checkpoint(epoch, final=epoch == cfg.finetune_epochs, epoch=epoch,
+                            target=target.to_dict()):
+            break
+    final, note = fit_target(encode_hat(nets, X), cfg, seed, previous=target)
+    if note.startswith("refit"):
+        hist.series["events"].append([step, note])
+    hist.scalars["final_acc"] = hist.acc(final.labels.cpu())
+    return nets, final, hist
+
+
+def encode_hat(nets: DCANNets, X: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """The standardized codes z_hat of every row of X, (N, d)."""
+    return batched(lambda x: nets.code(x.flatten(1)), X, batch_size, nets=(nets,))
+
+
+# ---------------------------------------------------------------------------
+# Estimator
+# ---------------------------------------------------------------------------
+
+class DCAN(ClusterEstimator):
+    """Deep clustering with an adversarial-net clustering loss, scikit-learn style.
+
+    ``fit(X)`` on images (N, ...) in [0, 1] pretrains the autoencoder of the config (or
+    starts from ``autoencoder=``, a pretrained :class:`MLPAutoencoder`, copied) and runs
+    the clustering phase with ``config.loss``; ``labels_`` are k* on the final codes;
+    ``predict(X)`` assigns new images to theta*'s clusters.
+    """
+
+    def __init__(self, n_clusters: int = 10, config: DCANConfig | None = None,
+                 random_state: int = 0, device=None, verbose: bool = False):
+        self.n_clusters = n_clusters
+        self.config = config
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+    def _cfg(self) -> DCANConfig:
+        import dataclasses
+
+        cfg = self.config or DCANConfig.for_profile()
+        return dataclasses.replace(cfg, n_clusters=self.n_clusters)
+
+    def fit(self, X, y=None, y_eval=None, autoencoder: MLPAutoencoder | None = None,
+            state: TrainState | None = None, jsd_every: int = 0):
+        cfg = self._cfg()
+        cfg.validate()
+        X = as_tensor(X, dtype=torch.float32, ndim=(2, 3, 4))
+        X = X.reshape(len(X), -1)
+        check_n_clusters(self.n_clusters, len(X))
+        dev = self._device()
+        if autoencoder is None:
+            autoencoder, self.autoencoder_history_ = train_autoencoder(
+                X, cfg.autoencoder(), self.random_state, dev, verbose=self.verbose)
+        elif autoencoder.in_dim != X.shape[1]:
+            raise ValueError(f"the autoencoder takes {autoencoder.in_dim} inputs, the data have "
+                             f"{X.shape[1]} features")
+        y = None if y_eval is None else torch.as_tensor(np.asarray(y_eval))
+        self.nets_, self.target_, self.history_ = train_dcan(
+            X, autoencoder, cfg, self.random_state, dev, y, state, self.verbose, jsd_every)
+        self.config_, self.n_features_in_ = cfg, X.shape[1]
+        self.labels_ = self.target_.labels.cpu().numpy()
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        """The standardized codes z_hat of X, (N, d)."""
+        self._check_fitted("nets_")
+        X = as_tensor(X, dtype=torch.float32, ndim=(2, 3, 4))
+        X = X.reshape(len(X), -1)
+        self._check_n_features(X)
+        return encode_hat(self.nets_, X.to(self.nets_.shift.device)).cpu().numpy()
+
+    def predict(self, X) -> np.ndarray:
+        from .gmm import e_step
+
+        Z = torch.as_tensor(self.transform(X), dtype=torch.float64)
+        t = self.target_
+        return e_step(Z, torch.log(t.weights.double().cpu()), t.means.double().cpu(),
+                      t.covariances.double().cpu(), "full")[0].argmax(1).numpy()
+
+
+# ---------------------------------------------------------------------------
+# Runner entry
+# ---------------------------------------------------------------------------
+
+def _fit(data, cfg: DCANConfig, ctx: RunContext) -> FitResult:
+    X = data.flat()
+    ae, ae_hist = train_autoencoder(X, cfg.autoencoder(), ctx.seed, ctx.device, verbose=ctx.verbose)
+    est = DCAN(cfg.n_clusters, cfg, ctx.seed, ctx.device, ctx.verbose)
+    est.fit(X, y_eval=data.y, autoencoder=ae, state=ctx.state, jsd_every=1)
+    # the comparison on the same pretrained codes: theta* at the start, a Gaussian mixture
+    extra = {f"gmm_{k}": v for k, v in est.history_.scalars["start"].items()}
+    t = est.target_
+    state = {"encoder": compact_state(est.nets_.ae.encoder), "shift": est.nets_.shift.cpu(),
+             "scale": est.nets_.scale.cpu(), **{k: v for k, v in t.to_dict().items() if k != "labels"}}
+    hist = {**est.history_.to_dict(), "ae_loss/recon": ae_hist.series.get("loss/recon", [])}
+    return FitResult(est.labels_, state, hist, extra)
+
+
+def _reload(ck, data, cfg: DCANConfig, device) -> np.ndarray:
+    from .gmm import e_step
+
+    Z = codes_from_checkpoint(ck["encoder"], data.flat(), cfg, device).double().cpu()
+    Z = (Z - ck["shift"].double()) / ck["scale"].double()
+    return e_step(Z, torch.log(ck["weights"].double()), ck["means"].double(),
+                  ck["covariances"].double(), "full")[0].argmax(1).numpy()
+
+
+SPEC = MethodSpec(DCANConfig, _fit, "DCAN: an adversarial clustering loss on autoencoder codes",
+                  target_acc=0.8565, reload=_reload)
