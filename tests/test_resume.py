@@ -23,14 +23,17 @@ CLUSTERGAN_TINY = {"hidden": 16, "channels": (2, 4), "iterations": 150, "eval_ev
 GANMM_TINY = {"hidden": (32,), "epochs": 2, "gan_hidden": 16, "pretrain_iters": 20,
               "iterations": 160, "eval_every": 40, "estep_every": 7, "gmm_n_init": 1,
               "sigma": (25, 10, 5, 2), "sigma_steps": (40, 80, 120)}
+DCAN_TINY = {"hidden": (32,), "epochs": 2, "finetune_epochs": 4, "finetune_batch": 128,
+             "gmm_n_init": 1, "refresh_every": 0.5}
 
 
 @pytest.mark.parametrize("method, overrides", [("depict", DEPICT_TINY),
                                                ("clustergan", CLUSTERGAN_TINY),
-                                               ("ganmm", GANMM_TINY)])
+                                               ("ganmm", GANMM_TINY),
+                                               ("dcan", DCAN_TINY)])
 def test_budget_stops_at_every_safe_point_and_resumes_exactly(tmp_path, method, overrides):
     """budget 0: every call trains to the next safe point (an epoch of any DEPICT phase,
-    50 ClusterGAN steps, 50 GANMM iterations or an evaluation), saves and stops; resuming call after call ends where an
+    50 ClusterGAN steps, 50 GANMM iterations or an evaluation, a DCAN epoch), saves and stops; resuming call after call ends where an
     uninterrupted run ends, across every phase boundary."""
     kw = dict(method=method, dataset="digits", profile="quick", seed=3, overrides=overrides,
               verbose=False)

@@ -425,7 +425,8 @@ def train_dcan(X: torch.Tensor, ae: MLPAutoencoder, cfg: DCANConfig, seed: int =
     per_epoch = math.ceil(N / cfg.finetune_batch)
     refresh_steps = round(cfg.refresh_every * per_epoch) if cfg.refresh_every else 0
     if start:
-        target = Target.from_dict(saved["target"], device, cfg.tau)
+        target = Target.from_dict({k[7:]: v for k, v in saved.items() if k.startswith("target_")},
+                                  device, cfg.tau)
     else:
         target, _ = fit_target(nets.standardize(Z0), cfg, seed)
 
@@ -477,7 +478,7 @@ def train_dcan(X: torch.Tensor, ae: MLPAutoencoder, cfg: DCANConfig, seed: int =
                 print(f"DCAN step {step}: {note}", flush=True)
         log(epoch, losses)
         if state.checkpoint(epoch, final=epoch == cfg.finetune_epochs, epoch=epoch,
-                            target=target.to_dict()):
+                            **{f"target_{k}": v for k, v in target.to_dict().items()}):
             break
     final, note = fit_target(encode_hat(nets, X), cfg, seed, previous=target)
     if note.startswith("refit"):
