@@ -350,9 +350,10 @@ def gaussian_jsd(mu_p, cov_p, mu_q, cov_q, n: int = 20000, seed: int = 0) -> flo
 
 def codes_jsd(Z_hat: torch.Tensor, target: Target, n: int = 4000, seed: int = 0,
               min_points: int = 20) -> float:
-    """sum_k pi_k JSD(N(mu_k, tau^2 Sigma_k) || q_k), q_k the Gaussian fitted to the codes that
-    k* assigns to k (an estimate: the codes are not exactly Gaussian); the bound on a
-    conditional D's value is 2 * this - 2 log 2."""
+    """sum_k pi^_k JSD(N(mu_k, tau^2 Sigma_k) || q_k): q_k the Gaussian fitted to the codes
+    that k* assigns to k (an estimate: the codes are not exactly Gaussian), pi^_k the
+    fraction of points assigned to k (clusters with fewer than ``min_points`` are left
+    out).  The bound on a conditional D's value is 2 * this - 2 log 2."""
     Z = Z_hat.detach().double().cpu()
     labels = target.labels.cpu()
     out, total = 0.0, 0
