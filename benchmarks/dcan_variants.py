@@ -3,12 +3,15 @@
 One autoencoder per seed (the quick profile's) gives the codes of the 10,000 quick MNIST
 images; from it the clustering phase runs once per variant, everything else equal:
 
-* ``default``: this library's choices (a conditional D, hard k*, target spread tau = 0.5,
-  theta* refreshed every 0.1 epoch, reconstruction kept, lambda_clu = 0.1);
+* ``default``: this library's choices (a conditional D, hard k*, target spread tau = 0.5
+  with the covariances of the first fit, theta* refreshed every 25 steps, reconstruction
+  kept, lambda_clu = 0.1);
 * ``tau-1``: the target is the fitted mixture itself (tau = 1);
+* ``spread-refit``: the targets' covariances follow every refit;
 * ``no-recon``: the adversarial term alone (recon_weight = 0, weight = 1);
-* ``refresh-1``: theta* refreshed once per epoch (the method card's suggestion);
-* ``fixed``: theta* never refreshed (refresh_every = 0);
+* ``refresh-4``: theta* refreshed every 4 steps;
+* ``refresh-270``: every 270 steps (one epoch of the full profile: the card's suggestion);
+* ``fixed``: theta* never refreshed (refresh_steps = 0);
 * ``unconditional``: D sees z alone (real: z+ of each point's cluster, as the poster);
 * ``soft``: each point's cluster drawn from its posterior instead of k*;
 * ``abc``, ``kl``, ``aae``: the two baselines and the contrast, in the same loop.
@@ -42,9 +45,11 @@ from dcl_lib.train import device_name
 VARIANTS = {
     "default": {},
     "tau-1": {"tau": 1.0},
+    "spread-refit": {"target_spread": "refit"},
     "no-recon": {"recon_weight": 0.0, "weight": 1.0},
-    "refresh-1": {"refresh_every": 1.0},
-    "fixed": {"refresh_every": 0.0},
+    "refresh-4": {"refresh_steps": 4},
+    "refresh-270": {"refresh_steps": 270},
+    "fixed": {"refresh_steps": 0},
     "unconditional": {"conditional": False},
     "soft": {"assign": "soft"},
     "abc": {"loss": "abc"},

@@ -18,7 +18,7 @@ from dcl_lib.train import seeded_generator
 
 CFG = DCANConfig(n_clusters=3, hidden=(16,), latent_dim=2, epochs=3, batch_size=32,
                  finetune_epochs=3, finetune_batch=32, gmm_n_init=1, disc_hidden=(8,),
-                 refresh_every=0.5)
+                 refresh_steps=1)
 
 
 def _target(d=2, K=3, seed=0, tau=1.0) -> Target:
@@ -267,7 +267,8 @@ def test_saturated_discriminator_is_logged_with_the_step():
     ("loss", "jsd", "loss must be one of"),
     ("covariance_type", "tied", "covariance_type must be"),
     ("assign", "fuzzy", "assign must be"),
-    ("refresh_every", -1.0, "refresh_every must be"),
+    ("refresh_steps", -1, "refresh_steps must be"),
+    ("target_spread", "shrinking", "target_spread must be"),
     ("weight", 0.0, "not both 0"),
 ])
 def test_bad_config_is_a_value_error(field, value, message):
@@ -289,3 +290,23 @@ def test_non_finite_codes_and_mismatched_autoencoder_are_value_errors():
         DCAN(3, CFG).fit(torch.rand(30, 12), autoencoder=MLPAutoencoder(20, (16,), 2))
     with pytest.raises(ValueError, match="non-finite"):
         fit_target(torch.full((30, 2), float("inf")), CFG, 0)
+
+
+@pytest.mark.parametrize("spread", ["fixed", "refit"])
+def test_target_spread_fixed_keeps_the_first_fits_covariances(spread):
+    """Codes that shrink: the refit's Sigma_k shrinks; the targets' do only with "refit"."""
+    cfg = dataclasses.replace(CFG, target_spread=spread, tau=0.5)
+    Z = torch.cat([torch.randn(50, 2) + torch.tensor(m) for m in ([0.0, 0], [8, 0], [0, 8])])
+    first, _ = fit_target(Z, cfg, 0)
+    centres = first.means[first.labels]
+    second, note = fit_target(centres + 0.3 * (Z - centres), cfg, 0, previous=first)
+    third, _ = fit_target(centres + 0.2 * (Z - centres), cfg, 0, previous=second)
+    assert note == "refresh" and (second.covariances.diagonal(dim1=1, dim2=2) <
+                                  0.2 * first.covariances.diagonal(dim1=1, dim2=2)).all()
+    if spread == "fixed":
+        assert torch.allclose(third.chol, first.chol)
+        assert torch.allclose(third.chol @ third.chol.transpose(1, 2), 0.25 * first.covariances,
+                              atol=1e-5)
+    else:
+        assert torch.allclose(third.chol @ third.chol.transpose(1, 2), 0.25 * third.covariances,
+                              atol=1e-5)

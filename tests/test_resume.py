@@ -24,7 +24,7 @@ GANMM_TINY = {"hidden": (32,), "epochs": 2, "gan_hidden": 16, "pretrain_iters": 
               "iterations": 160, "eval_every": 40, "estep_every": 7, "gmm_n_init": 1,
               "sigma": (25, 10, 5, 2), "sigma_steps": (40, 80, 120)}
 DCAN_TINY = {"hidden": (32,), "epochs": 2, "finetune_epochs": 4, "finetune_batch": 128,
-             "gmm_n_init": 1, "refresh_every": 0.5}
+             "gmm_n_init": 1, "refresh_steps": 3}
 
 
 @pytest.mark.parametrize("method, overrides", [("depict", DEPICT_TINY),

@@ -23,8 +23,11 @@ with one of four clustering terms (``loss``):
 * ``"aae"``: the contrast, an adversarial autoencoder with one Gaussian prior N(0, I)
   and an unconditional D: a matched prior without clusters.
 
-theta* is refitted on the current codes every ``refresh_every`` epochs (EM warm-started
-from the previous theta*, so cluster k keeps its identity); the clusters are k*.
+theta* is refitted on the current codes every ``refresh_steps`` minibatch steps (EM
+warm-started from the previous theta*, so cluster k keeps its identity); the targets'
+covariances stay those of the first fit (``target_spread="fixed"``: a target that follows
+each refit keeps shrinking with the codes, and on MNIST the clusters then starve one by
+one); the clusters are k*.
 
 Order: config -> networks -> target (theta*) -> losses -> the two players' steps ->
 the loop -> estimator -> runner entry.
@@ -74,10 +77,11 @@ class DCANConfig(AutoencoderConfig):
     finetune_batch: int = 256
     weight: float = 0.1             # lambda: the clustering term against reconstruction
     recon_weight: float = 1.0       # 0: the clustering term alone
-    refresh_every: float = 0.1      # epochs between refits of theta* (0: fixed at the start);
-                                    # measured on the quick subset: 0.1 -> ACC 0.694, 1 -> 0.658, 0 -> 0.678
+    refresh_steps: int = 25         # minibatch steps between refits of theta* (0: never)
     tau: float = 0.5                # the target's spread: N(mu_k, tau^2 Sigma_k); 1: the fitted
-                                    # mixture itself, whose D cannot tell codes from targets (V = -2 log 2)
+                                    # mixture itself, which D can hardly tell from the codes
+    target_spread: str = "fixed"    # Sigma_k of the targets: "fixed" at the first fit, or "refit"
+                                    # (follows every refit: a scale-free pull that never settles)
     assign: str = "hard"            # each point's cluster in the terms: "hard" k* or "soft" k ~ p(k | z)
     covariance_type: str = "full"   # of theta* ("full" or "diag")
     reg_covar: float = 1e-4         # on standardized codes
@@ -87,7 +91,8 @@ class DCANConfig(AutoencoderConfig):
     saturation: float = 0.99        # D's epoch accuracy from which it "wins outright"
 
     profiles = {
-        "quick": {**AutoencoderConfig.profiles["quick"], "finetune_epochs": 20, "gmm_n_init": 2},
+        # quick: 30 epochs of 40 steps; full: 15 epochs of 274 steps (all 70,000 images)
+        "quick": {**AutoencoderConfig.profiles["quick"], "finetune_epochs": 30, "gmm_n_init": 2},
         "full": {**AutoencoderConfig.profiles["full"], "finetune_epochs": 15},
     }
 
@@ -99,10 +104,12 @@ class DCANConfig(AutoencoderConfig):
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.covariance_type not in ("full", "diag"):
             raise ValueError(f"covariance_type must be 'full' or 'diag', got {self.covariance_type!r}")
+        if self.target_spread not in ("fixed", "refit"):
+            raise ValueError(f"target_spread must be 'fixed' or 'refit', got {self.target_spread!r}")
         if self.assign not in ("hard", "soft"):
             raise ValueError(f"assign must be 'hard' or 'soft', got {self.assign!r}")
-        if self.refresh_every < 0:
-            raise ValueError(f"refresh_every must be >= 0 epochs, got {self.refresh_every}")
+        if self.refresh_steps < 0:
+            raise ValueError(f"refresh_steps must be >= 0, got {self.refresh_steps}")
         if self.weight < 0 or self.recon_weight < 0 or self.weight + self.recon_weight == 0:
             raise ValueError(f"weight and recon_weight must be >= 0 and not both 0, got "
                              f"{self.weight}, {self.recon_weight}")
@@ -159,13 +166,17 @@ class DCANNets(nn.Module):
 # The target theta*: a Gaussian mixture on the standardized codes
 # ---------------------------------------------------------------------------
 
+_TARGET_KEYS = ("weights", "means", "covariances", "labels", "resp", "spread")
+
+
 @dataclass
 class Target:
     """theta* = (pi (K,), mu (K, d), Sigma (K, d, d)), the mixture fitted to the codes, and
     k* (N,), the hard assignment of every training point under it.
 
-    The clustering terms use the target Gaussians N(mu_k, tau^2 Sigma_k): ``chol`` (L with
-    L L^T = tau^2 Sigma_k), ``precisions`` (its inverse) and ``logdet`` (its log-determinant).
+    The clustering terms use the target Gaussians N(mu_k, tau^2 S_k), S_k = ``spread`` (the
+    covariances of an earlier fit, kept fixed) or, without one, Sigma_k: ``chol`` (L with
+    L L^T = tau^2 S_k), ``precisions`` (its inverse) and ``logdet`` (its log-determinant).
     """
 
     weights: torch.Tensor
@@ -174,20 +185,20 @@ class Target:
     labels: torch.Tensor
     resp: torch.Tensor | None = None
     tau: float = 1.0
+    spread: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        self.chol = self.tau * torch.linalg.cholesky(self.covariances)
+        S = self.covariances if self.spread is None else self.spread
+        self.chol = self.tau * torch.linalg.cholesky(S)
         self.precisions = torch.cholesky_inverse(self.chol)
         self.logdet = 2 * torch.log(torch.diagonal(self.chol, dim1=1, dim2=2)).sum(1)
 
     def to_dict(self) -> dict[str, torch.Tensor]:
-        return {k: getattr(self, k).cpu() for k in ("weights", "means", "covariances", "labels",
-                                                    "resp") if getattr(self, k) is not None}
+        return {k: getattr(self, k).cpu() for k in _TARGET_KEYS if getattr(self, k) is not None}
 
     @classmethod
     def from_dict(cls, d, device, tau: float = 1.0) -> "Target":
-        return cls(**{k: d[k].to(device) for k in ("weights", "means", "covariances", "labels",
-                                                   "resp") if k in d}, tau=tau)
+        return cls(**{k: d[k].to(device) for k in _TARGET_KEYS if k in d}, tau=tau)
 
     def assignments(self, idx: torch.Tensor, assign: str, g: torch.Generator) -> torch.Tensor:
         """The clusters of the points ``idx`` in the clustering terms: k* ("hard"), or one
@@ -214,7 +225,9 @@ def fit_target(Z_hat: torch.Tensor, cfg: DCANConfig, seed: int, previous: Target
     Z64 = Z_hat.detach().double()
     common = dict(covariance_type=cfg.covariance_type, reg_covar=cfg.reg_covar,
                   random_state=seed, device=Z_hat.device)
-    note = "fit"
+    note, spread = "fit", None
+    if previous is not None and cfg.target_spread == "fixed":
+        spread = previous.covariances if previous.spread is None else previous.spread
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a few warm-started iterations do not "converge"
         if previous is not None:
@@ -229,7 +242,7 @@ def fit_target(Z_hat: torch.Tensor, cfg: DCANConfig, seed: int, previous: Target
             note = "refresh"
             if (sizes == 0).any():
                 note = f"refit: cluster(s) {np.flatnonzero(sizes == 0).tolist()} empty"
-                previous = None
+                previous, spread = None, None
         if previous is None:
             gm = GaussianMixture(K, n_init=cfg.gmm_n_init, max_iter=300, **common).fit(Z64)
     cov = torch.as_tensor(gm.covariances_, device=Z_hat.device)
@@ -239,7 +252,8 @@ def fit_target(Z_hat: torch.Tensor, cfg: DCANConfig, seed: int, previous: Target
     return Target(torch.as_tensor(gm.weights_, device=dev).float(),
                   torch.as_tensor(gm.means_, device=dev).float(), cov.float(),
                   torch.as_tensor(gm.labels_, device=dev).long(),
-                  torch.as_tensor(gm.predict_proba(Z64), device=dev).float(), cfg.tau), note
+                  torch.as_tensor(gm.predict_proba(Z64), device=dev).float(), cfg.tau,
+                  spread), note
 
 
 def sample_target(target: Target, k: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -424,7 +438,6 @@ def train_dcan(X: torch.Tensor, ae: MLPAutoencoder, cfg: DCANConfig, seed: int =
     saved = state.restore()
     start = saved.get("epoch", 0)
     per_epoch = math.ceil(N / cfg.finetune_batch)
-    refresh_steps = round(cfg.refresh_every * per_epoch) if cfg.refresh_every else 0
     if start:
         target = Target.from_dict({k[7:]: v for k, v in saved.items() if k.startswith("target_")},
                                   device, cfg.tau)
@@ -457,7 +470,7 @@ def train_dcan(X: torch.Tensor, ae: MLPAutoencoder, cfg: DCANConfig, seed: int =
         nets.train()
         for b in minibatches(N, cfg.finetune_batch, g):
             step += 1
-            if refresh_steps and step % refresh_steps == 0:  # refresh theta* on the current codes
+            if cfg.refresh_steps and step % cfg.refresh_steps == 0:  # refresh theta* on the current codes
                 target, note = fit_target(encode_hat(nets, X), cfg, seed, previous=target)
                 if note.startswith("refit"):
                     hist.series["events"].append([step, note])
