@@ -13,12 +13,13 @@ The encoder (and decoder) are then fine-tuned on
 with one of four clustering terms (``loss``):
 
 * ``"dcan"``: an adversarial net.  D is asked "does z belong to the assigned cluster?":
-  real z+ ~ N(mu_{k*}, Sigma_{k*}) (label T = 1), fake z_hat(x) (T = 0), both with k*
+  real z+ ~ N(mu_{k*}, tau^2 Sigma0_{k*}) (label T = 1; Sigma0: the covariances of the
+  first fit, see below), fake z_hat(x) (T = 0), both with k*
   as a second input (``conditional=True``).  D maximises
   V = E_p log D(z+, k*) + E_q log(1 - D(z_hat, k*)) (at most 2 JSD - 2 log 2); the
   encoder minimises the non-saturating -E_q log D(z_hat, k*);
 * ``"kl"``: the closed-form deep-clustering loss that DCAN replaces, the KL divergence of
-  the encoder's Gaussian q(z | x) = N(m(x), diag s^2(x)) to N(mu_{k*}, Sigma_{k*});
+  the encoder's Gaussian q(z | x) = N(m(x), diag s^2(x)) to the same target;
 * ``"abc"``: the Euclidean loss ||z_hat - mu_{k*}||^2 (the poster's first baseline);
 * ``"aae"``: the contrast, an adversarial autoencoder with one Gaussian prior N(0, I)
   and an unconditional D: a matched prior without clusters.
@@ -174,9 +175,10 @@ class Target:
     """theta* = (pi (K,), mu (K, d), Sigma (K, d, d)), the mixture fitted to the codes, and
     k* (N,), the hard assignment of every training point under it.
 
-    The clustering terms use the target Gaussians N(mu_k, tau^2 S_k), S_k = ``spread`` (the
-    covariances of an earlier fit, kept fixed) or, without one, Sigma_k: ``chol`` (L with
-    L L^T = tau^2 S_k), ``precisions`` (its inverse) and ``logdet`` (its log-determinant).
+    The clustering terms use the target Gaussians N(mu_k, tau^2 Sigma0_k), Sigma0_k =
+    ``spread`` (the covariances of an earlier fit, kept fixed) or, without one, Sigma_k:
+    ``chol`` (the Cholesky factor of tau^2 Sigma0_k), ``precisions`` (its inverse) and
+    ``logdet`` (its log-determinant).
     """
 
     weights: torch.Tensor
@@ -257,7 +259,8 @@ def fit_target(Z_hat: torch.Tensor, cfg: DCANConfig, seed: int, previous: Target
 
 
 def sample_target(target: Target, k: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """z+ ~ N(mu_k, Sigma_k) for each entry of k (B,): mu_k + L_k eps, eps ~ N(0, I)."""
+    """z+ ~ N(mu_k, tau^2 Sigma0_k), the target of cluster k, for each entry of k (B,):
+    mu_k + ``target.chol[k]`` eps, eps ~ N(0, I)."""
     eps = torch.randn(len(k), target.means.shape[1], generator=g, device=g.device).to(k.device)
     return target.means[k] + torch.einsum("bij,bj->bi", target.chol[k], eps)  # (B, d)
 
@@ -288,7 +291,7 @@ def kl_to_target(m: torch.Tensor, logvar: torch.Tensor, k: torch.Tensor, target:
 # ---------------------------------------------------------------------------
 
 def _real(nets: DCANNets, k: torch.Tensor, target: Target, cfg: DCANConfig, g: torch.Generator):
-    """Real samples for D: z+ ~ N(mu_{k*}, Sigma_{k*}) (DCAN) or N(0, I) (AAE)."""
+    """Real samples for D: z+ from the target of k* (DCAN) or from N(0, I) (AAE)."""
     if cfg.loss == "aae":
         return torch.randn(len(k), target.means.shape[1], generator=g, device=g.device).to(k.device)
     return sample_target(target, k, g)
