@@ -310,3 +310,20 @@ def test_target_spread_fixed_keeps_the_first_fits_covariances(spread):
     else:
         assert torch.allclose(third.chol @ third.chol.transpose(1, 2), 0.25 * third.covariances,
                               atol=1e-5)
+
+
+def test_runner_checkpoint_reloads_to_the_recorded_labels(tmp_path):
+    """The runner's export (half-precision encoder, theta*) relabels the data as the run
+    did: predict and reload both use theta*'s responsibilities (a covariance passed where
+    a Cholesky factor is expected would move most labels)."""
+    from dcl_lib.results import reevaluate
+    from dcl_lib.runner import run
+
+    rec = run(method="dcan", dataset="digits", profile="quick", seed=0, verbose=False,
+              overrides={"hidden": (64,), "epochs": 5, "finetune_epochs": 3, "gmm_n_init": 1},
+              out_dir=tmp_path)
+    got, labels = reevaluate(tmp_path / "dcan" / "digits-all-quick-seed0.json")
+    assert abs(got["acc"] - rec["metrics"]["acc"]) <= 5e-3
+    x, y = _images(60)
+    est = DCAN(3, CFG, random_state=1).fit(x)
+    assert np.array_equal(est.predict(x), est.labels_)

@@ -566,12 +566,8 @@ class DCAN(ClusterEstimator):
         return encode_hat(self.nets_, X.to(self.nets_.shift.device)).cpu().numpy()
 
     def predict(self, X) -> np.ndarray:
-        from .gmm import e_step
-
-        Z = torch.as_tensor(self.transform(X), dtype=torch.float64)
         t = self.target_
-        return e_step(Z, torch.log(t.weights.double().cpu()), t.means.double().cpu(),
-                      t.covariances.double().cpu(), "full")[0].argmax(1).numpy()
+        return _assign(torch.as_tensor(self.transform(X)), t.weights, t.means, t.covariances)
 
 
 # ---------------------------------------------------------------------------
@@ -587,18 +583,25 @@ def _fit(data, cfg: DCANConfig, ctx: RunContext) -> FitResult:
     extra = {f"gmm_{k}": v for k, v in est.history_.scalars["start"].items()}
     t = est.target_
     state = {"encoder": compact_state(est.nets_.ae.encoder), "shift": est.nets_.shift.cpu(),
-             "scale": est.nets_.scale.cpu(), **{k: v for k, v in t.to_dict().items() if k != "labels"}}
+             "scale": est.nets_.scale.cpu(),
+             **{k: v for k, v in t.to_dict().items() if k in ("weights", "means", "covariances")}}
     hist = {**est.history_.to_dict(), "ae_loss/recon": ae_hist.series.get("loss/recon", [])}
     return FitResult(est.labels_, state, hist, extra)
 
 
-def _reload(ck, data, cfg: DCANConfig, device) -> np.ndarray:
+def _assign(Z, weights, means, covariances) -> np.ndarray:
+    """k* = argmax_k of theta*'s responsibilities for the standardized codes Z (float64)."""
     from .gmm import e_step
 
+    chol = torch.linalg.cholesky(covariances.double().cpu())
+    return e_step(Z.double().cpu(), torch.log(weights.double().cpu()), means.double().cpu(), chol,
+                  "full")[0].argmax(1).numpy()
+
+
+def _reload(ck, data, cfg: DCANConfig, device) -> np.ndarray:
     Z = codes_from_checkpoint(ck["encoder"], data.flat(), cfg, device).double().cpu()
     Z = (Z - ck["shift"].double()) / ck["scale"].double()
-    return e_step(Z, torch.log(ck["weights"].double()), ck["means"].double(),
-                  ck["covariances"].double(), "full")[0].argmax(1).numpy()
+    return _assign(Z, ck["weights"], ck["means"], ck["covariances"])
 
 
 SPEC = MethodSpec(DCANConfig, _fit, "DCAN: an adversarial clustering loss on autoencoder codes",
