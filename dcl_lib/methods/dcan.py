@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..gan import discriminator_loss, gan_value, nonsaturating_generator_loss
+from ..gan import discriminator_loss, nonsaturating_generator_loss
 from ..nets import MLPAutoencoder, mlp
 from ..train import (History, LossWindow, TrainState, batched, compact_state, make_adam,
                      minibatches, progress, seeded_generator)
