@@ -167,3 +167,25 @@ class ClusterEstimator(ClusterMixin, BaseEstimator):
     def fit_predict(self, X, y=None, **kw):
         """Fit on ``X`` and return ``labels_`` (``y`` is ignored)."""
         return self.fit(X, y, **kw).labels_
+
+
+class ConfiguredEstimator(ClusterEstimator):
+    """Base class of the estimators driven by a method config (``config_class``): the
+    scikit-learn parameters every one of them takes, and the config a fit uses (the
+    given one, or the current profile's, with ``n_clusters`` put in)."""
+
+    config_class: type = None  # set by each subclass
+
+    def __init__(self, n_clusters: int = 10, config=None, random_state: int = 0, device=None,
+                 verbose: bool = False):
+        self.n_clusters = n_clusters
+        self.config = config
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+    def _cfg(self):
+        import dataclasses
+
+        cfg = self.config or self.config_class.for_profile()
+        return dataclasses.replace(cfg, n_clusters=self.n_clusters)

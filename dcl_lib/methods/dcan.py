@@ -50,7 +50,7 @@ from ..nets import MLPAutoencoder, mlp
 from ..train import (History, LossWindow, TrainState, batched, compact_state, make_adam,
                      minibatches, progress, seeded_generator)
 from .autoencoder import AutoencoderConfig, codes_from_checkpoint, encode, train_autoencoder
-from .base import ClusterEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters
+from .base import ConfiguredEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters
 
 __all__ = ["DCANConfig", "DCANNets", "Target", "fit_target", "sample_target", "abc_loss",
            "kl_to_target", "update_discriminator", "update_autoencoder", "gaussian_jsd",
@@ -513,7 +513,7 @@ def encode_hat(nets: DCANNets, X: torch.Tensor, batch_size: int = 4096) -> torch
 # Estimator
 # ---------------------------------------------------------------------------
 
-class DCAN(ClusterEstimator):
+class DCAN(ConfiguredEstimator):
     """Deep clustering with an adversarial-net clustering loss, scikit-learn style.
 
     ``fit(X)`` on images (N, ...) in [0, 1] pretrains the autoencoder of the config (or
@@ -522,19 +522,7 @@ class DCAN(ClusterEstimator):
     ``predict(X)`` assigns new images to theta*'s clusters.
     """
 
-    def __init__(self, n_clusters: int = 10, config: DCANConfig | None = None,
-                 random_state: int = 0, device=None, verbose: bool = False):
-        self.n_clusters = n_clusters
-        self.config = config
-        self.random_state = random_state
-        self.device = device
-        self.verbose = verbose
-
-    def _cfg(self) -> DCANConfig:
-        import dataclasses
-
-        cfg = self.config or DCANConfig.for_profile()
-        return dataclasses.replace(cfg, n_clusters=self.n_clusters)
+    config_class = DCANConfig
 
     def fit(self, X, y=None, y_eval=None, autoencoder: MLPAutoencoder | None = None,
             state: TrainState | None = None, jsd_every: int = 0):

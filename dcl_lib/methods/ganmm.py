@@ -34,7 +34,7 @@ from ..nets import BatchedMLP, mlp
 from ..train import (History, LossWindow, TrainState, batched, compact_state, make_adam, progress,
                      seeded_generator)
 from .autoencoder import AutoencoderConfig, codes_from_checkpoint, encode, train_autoencoder
-from .base import ClusterEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters
+from .base import ConfiguredEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters
 
 __all__ = ["GANMMConfig", "GANMMNets", "update_critics", "update_generators", "update_classifier",
            "sigma_at", "EStep", "initial_labels", "train_ganmm", "GANMM", "standardize"]
@@ -409,7 +409,7 @@ def train_ganmm(Z: torch.Tensor, cfg: GANMMConfig, seed: int = 0, device="cpu",
 # Estimator
 # ---------------------------------------------------------------------------
 
-class GANMM(ClusterEstimator):
+class GANMM(ConfiguredEstimator):
     """Mixture of GANs trained by ε-EM, scikit-learn style.
 
     ``fit(X)`` on images (N, ...) in [0, 1] trains the autoencoder of the config, then
@@ -418,19 +418,7 @@ class GANMM(ClusterEstimator):
     ``predict(X)`` encodes and classifies; ``labels_`` are the training data's clusters.
     """
 
-    def __init__(self, n_clusters: int = 10, config: GANMMConfig | None = None,
-                 random_state: int = 0, device=None, verbose: bool = False):
-        self.n_clusters = n_clusters
-        self.config = config
-        self.random_state = random_state
-        self.device = device
-        self.verbose = verbose
-
-    def _cfg(self) -> GANMMConfig:
-        import dataclasses
-
-        cfg = self.config or GANMMConfig.for_profile()
-        return dataclasses.replace(cfg, n_clusters=self.n_clusters)
+    config_class = GANMMConfig
 
     def fit(self, X, y=None, y_eval=None, state: TrainState | None = None):
         cfg = self._cfg()
