@@ -5,7 +5,7 @@ Order: config -> the training step -> the loop -> batched encoding.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,11 @@ class AutoencoderConfig(MethodConfig):
 
     # quick: a narrower stack and fewer epochs, well under a minute on 2 CPU cores
     profiles = {"quick": {"hidden": (256, 256, 512), "epochs": 50}, "full": {}}
+
+    def autoencoder(self) -> "AutoencoderConfig":
+        """The autoencoder's own fields, from this config or a method config that extends
+        it (the methods that cluster its codes: gmm-ae, GANMM, DCAN)."""
+        return AutoencoderConfig(**{f.name: getattr(self, f.name) for f in fields(AutoencoderConfig)})
 
 
 def update_autoencoder(model: MLPAutoencoder, opt: torch.optim.Optimizer, x: torch.Tensor,

@@ -38,7 +38,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -96,9 +96,6 @@ class DCANConfig(AutoencoderConfig):
         "quick": {**AutoencoderConfig.profiles["quick"], "finetune_epochs": 30, "gmm_n_init": 2},
         "full": {**AutoencoderConfig.profiles["full"], "finetune_epochs": 15},
     }
-
-    def autoencoder(self) -> AutoencoderConfig:
-        return AutoencoderConfig(**{f.name: getattr(self, f.name) for f in fields(AutoencoderConfig)})
 
     def validate(self) -> None:
         if self.loss not in LOSSES:

@@ -22,7 +22,7 @@ estimator -> runner entry.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -83,9 +83,6 @@ class GANMMConfig(AutoencoderConfig):
                   "gmm_n_init": 2},
         "full": dict(AutoencoderConfig.profiles["full"]),
     }
-
-    def autoencoder(self) -> AutoencoderConfig:
-        return AutoencoderConfig(**{f.name: getattr(self, f.name) for f in fields(AutoencoderConfig)})
 
     def validate(self) -> None:
         if self.variant != "embedded":

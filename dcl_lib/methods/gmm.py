@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -650,9 +650,6 @@ class GMMAEConfig(AutoencoderConfig):
 
     profiles = {"quick": {**AutoencoderConfig.profiles["quick"], "n_init": 2},
                 "full": dict(AutoencoderConfig.profiles["full"])}
-
-    def autoencoder(self) -> AutoencoderConfig:
-        return AutoencoderConfig(**{f.name: getattr(self, f.name) for f in fields(AutoencoderConfig)})
 
 
 def _fit_gmm_ae(data, cfg: GMMAEConfig, ctx: RunContext) -> FitResult:
