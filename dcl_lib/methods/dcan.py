@@ -445,14 +445,13 @@ def train_dcan(X: torch.Tensor, ae: MLPAutoencoder, cfg: DCANConfig, seed: int =
         target, _ = fit_target(nets.standardize(Z0), cfg, seed)
 
     def log(epoch: int, losses: dict) -> None:
-        Z = encode_hat(nets, X)
         labels = target.labels.cpu()
         extra = {"sizes": torch.bincount(labels, minlength=K).tolist()}
         if y is not None:
             m = evaluate(y.cpu().numpy(), labels.numpy())
             extra.update({"nmi": m["nmi"], "ari": m["ari"]})
         if jsd_every and epoch % jsd_every == 0:
-            extra["jsd"] = codes_jsd(Z, target, seed=seed)
+            extra["jsd"] = codes_jsd(encode_hat(nets, X), target, seed=seed)
         hist.log(epoch, labels, losses, **extra)
         if verbose:
             print(f"DCAN[{cfg.loss}] epoch {epoch}: ACC {hist.last('acc'):.4f}, sizes "
@@ -551,8 +550,9 @@ class DCAN(ConfiguredEstimator):
         return encode_hat(self.nets_, X.to(self.nets_.shift.device)).cpu().numpy()
 
     def predict(self, X) -> np.ndarray:
-        t = self.target_
-        return _assign(torch.as_tensor(self.transform(X)), t.weights, t.means, t.covariances)
+        from .gmm import _mixture_labels
+
+        return _mixture_labels(self.target_.to_dict(), torch.as_tensor(self.transform(X)), "full")
 
 
 # ---------------------------------------------------------------------------
@@ -574,19 +574,13 @@ def _fit(data, cfg: DCANConfig, ctx: RunContext) -> FitResult:
     return FitResult(est.labels_, state, hist, extra)
 
 
-def _assign(Z, weights, means, covariances) -> np.ndarray:
-    """k* = argmax_k of theta*'s responsibilities for the standardized codes Z (float64)."""
-    from .gmm import e_step
-
-    chol = torch.linalg.cholesky(covariances.double().cpu())
-    return e_step(Z.double().cpu(), torch.log(weights.double().cpu()), means.double().cpu(), chol,
-                  "full")[0].argmax(1).numpy()
-
-
 def _reload(ck, data, cfg: DCANConfig, device) -> np.ndarray:
+    """Codes from the saved (half-precision) encoder, standardized, then k* under the saved
+    theta* (the gmm-ae reload's mixture step)."""
+    from .gmm import _mixture_labels
+
     Z = codes_from_checkpoint(ck["encoder"], data.flat(), cfg, device).double().cpu()
-    Z = (Z - ck["shift"].double()) / ck["scale"].double()
-    return _assign(Z, ck["weights"], ck["means"], ck["covariances"])
+    return _mixture_labels(ck, (Z - ck["shift"].double()) / ck["scale"].double(), "full")
 
 
 SPEC = MethodSpec(DCANConfig, _fit, "DCAN: an adversarial clustering loss on autoencoder codes",
