@@ -150,7 +150,9 @@ class ClusterEstimator(ClusterMixin, BaseEstimator):
         if not hasattr(self, attr):
             from sklearn.exceptions import NotFittedError  # a ValueError and an AttributeError
 
-            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet. Call "
+                                 f"'fit' with appropriate arguments before using this "
+                                 f"estimator.")  # scikit-learn's wording
 
     def _images_for(self, X, module_attr: str, ndim: tuple[int, ...] = (4,)) -> torch.Tensor:
         """Check the estimator is fitted; return X (images (N, C, H, W) by default) on the

@@ -233,8 +233,8 @@ def fit_target(Z_hat: torch.Tensor, cfg: DCANConfig, seed: int, previous: Target
             cov = previous.covariances.double()
             if cfg.covariance_type == "diag":
                 cov = torch.diagonal(cov, dim1=1, dim2=2)
-            gm = GaussianMixture(K, max_iter=cfg.refresh_iter, tol=0.0,
-                                 weights_init=previous.weights.double().cpu().numpy(),
+            w = previous.weights.double().cpu().numpy()  # stored in float32: renormalise
+            gm = GaussianMixture(K, max_iter=cfg.refresh_iter, tol=0.0, weights_init=w / w.sum(),
                                  means_init=previous.means.double().cpu().numpy(),
                                  covariances_init=cov.cpu().numpy(), **common).fit(Z64)
             sizes = np.bincount(gm.labels_, minlength=K)

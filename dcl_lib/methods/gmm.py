@@ -14,6 +14,7 @@ its change, and ``reg_covar`` is added to every covariance diagonal.
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
@@ -35,6 +36,8 @@ __all__ = [
     "ConvergenceWarning",
     "log_gaussian_full",
     "log_gaussian_diag",
+    "log_gaussian_tied",
+    "log_gaussian_spherical",
     "estimate_log_prob",
     "e_step",
     "m_step",
@@ -50,7 +53,8 @@ __all__ = [
 ]
 
 _LOG_2PI = math.log(2 * math.pi)
-COVARIANCE_TYPES = ("full", "diag")
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+INIT_PARAMS = ("kmeans", "k-means++", "random_from_data", "random")
 
 
 
@@ -103,12 +107,47 @@ def log_gaussian_diag(X: torch.Tensor, mu: torch.Tensor, var: torch.Tensor) -> t
     return torch.cat(out)
 
 
+def log_gaussian_tied(X: torch.Tensor, mu: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
+    """log N(x_i | mu_k, Sigma) with one covariance Sigma = L L^T shared by all components.
+
+    Whitening is one triangular solve per chunk of rows (not one per component):
+    y_ik = L^{-1} x_i - L^{-1} mu_k.  X (N, d), mu (K, d), chol (d, d) -> (N, K).
+    """
+    K, d = mu.shape
+    log_det = 2.0 * torch.log(torch.diagonal(chol)).sum()
+    mu_w = torch.linalg.solve_triangular(chol, mu.T, upper=False)  # (d, K)
+    step = _chunk_size(K, d)
+    out = []
+    for s in range(0, X.shape[0], step):
+        x_w = torch.linalg.solve_triangular(chol, X[s:s + step].T, upper=False)  # (d, B)
+        y = x_w[None] - mu_w.T[:, :, None]  # (K, d, B)
+        out.append((-0.5 * (d * _LOG_2PI + log_det + (y * y).sum(1))).T)  # (B, K)
+    return torch.cat(out)
+
+
+def log_gaussian_spherical(X: torch.Tensor, mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """log N(x_i | mu_k, var_k I): X (N, d), mu (K, d), var (K,) -> (N, K)."""
+    d = mu.shape[1]
+    prec = 1.0 / var  # (K,)
+    const = d * (_LOG_2PI + torch.log(var)) + (mu * mu).sum(1) * prec  # (K,)
+    step = _chunk_size(1, d)
+    out = []
+    for s in range(0, X.shape[0], step):
+        x = X[s:s + step]
+        maha_part = ((x * x).sum(1, keepdim=True) - 2.0 * x @ mu.T) * prec[None]  # (B, K)
+        out.append(-0.5 * (const[None] + maha_part))
+    return torch.cat(out)
+
+
+_LOG_DENSITY = {"full": log_gaussian_full, "tied": log_gaussian_tied, "diag": log_gaussian_diag,
+                "spherical": log_gaussian_spherical}
+
+
 def estimate_log_prob(X, mu, cov, covariance_type: str) -> torch.Tensor:
-    """log N(x_i | mu_k, Sigma_k) for either covariance type; ``cov`` is the
-    Cholesky factor (full) or the variances (diag)."""
-    if covariance_type == "full":
-        return log_gaussian_full(X, mu, cov)
-    return log_gaussian_diag(X, mu, cov)
+    """log N(x_i | mu_k, Sigma_k) for any covariance type; ``cov`` is what
+    :func:`_params_to_cov` returns: the Cholesky factor(s) (full (K, d, d), tied
+    (d, d)) or the variances (diag (K, d), spherical (K,))."""
+    return _LOG_DENSITY[covariance_type](X, mu, cov)
 
 
 def e_step(X: torch.Tensor, log_pi: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor,
@@ -128,22 +167,31 @@ def m_step(X: torch.Tensor, gamma: torch.Tensor, covariance_type: str = "full",
            reg_covar: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Closed-form M-step.
 
-    N_k = sum_i gamma_ik, pi_k = N_k / N, mu_k = sum_i gamma_ik x_i / N_k,
-    Sigma_k = sum_i gamma_ik (x_i - mu_k)(x_i - mu_k)^T / N_k + reg_covar I
-    (diag: only the diagonal).  N_k is floored at 10 machine epsilons, as in
-    scikit-learn, so an empty component does not divide by zero.
+    N_k = sum_i gamma_ik, pi_k = N_k / N, mu_k = sum_i gamma_ik x_i / N_k, and
 
-    Returns (pi (K,), mu (K, d), Sigma (K, d, d) or var (K, d)).
+    - full:      Sigma_k = sum_i gamma_ik (x_i - mu_k)(x_i - mu_k)^T / N_k + r I,  (K, d, d)
+    - tied:      Sigma = sum_k N_k Sigma_k / N  (one matrix for all),             (d, d)
+    - diag:      the diagonal of Sigma_k,                                          (K, d)
+    - spherical: the mean of that diagonal, var_k (Sigma_k = var_k I),             (K,)
+
+    with r = ``reg_covar`` added to every variance.  N_k is floored at 10 machine
+    epsilons, as in scikit-learn, so an empty component does not divide by zero.
+
+    Returns (pi (K,), mu (K, d), the covariance parameter of the shape above).
     """
     N, d = X.shape
     eps = 10 * torch.finfo(X.dtype).eps
     Nk = gamma.sum(0) + eps  # (K,)
     mu = (gamma.T @ X) / Nk[:, None]  # (K, d)
     pi = Nk / N
-    if covariance_type == "diag":
+    if covariance_type in ("diag", "spherical"):
         avg_x2 = (gamma.T @ (X * X)) / Nk[:, None]
         var = avg_x2 - 2.0 * mu * ((gamma.T @ X) / Nk[:, None]) + mu * mu + reg_covar
-        return pi, mu, var
+        return pi, mu, (var if covariance_type == "diag" else var.mean(1))
+    if covariance_type == "tied":
+        S = (X.T @ X - (Nk[:, None] * mu).T @ mu) / Nk.sum()  # (d, d)
+        S.diagonal().add_(reg_covar)
+        return pi, mu, S
     K = mu.shape[0]
     S = torch.zeros(K, d, d, dtype=X.dtype, device=X.device)
     step = _chunk_size(K, d)
@@ -178,8 +226,10 @@ def cholesky(Sigma: torch.Tensor) -> torch.Tensor:
 
 
 def check_variances(var: torch.Tensor) -> torch.Tensor:
-    """Diagonal covariances must be positive and finite (the same message as Cholesky's)."""
-    bad = torch.nonzero(~((var > 0) & torch.isfinite(var)).all(1)).flatten()
+    """Diagonal (K, d) or spherical (K,) variances must be positive and finite (the same
+    message as Cholesky's)."""
+    ok = (var > 0) & torch.isfinite(var)
+    bad = torch.nonzero(~(ok.all(1) if ok.dim() > 1 else ok)).flatten()
     if bad.numel():
         raise _ill_defined(bad.tolist(), var.dtype)
     return var
@@ -238,7 +288,12 @@ def epsilon_em(X: torch.Tensor, pi: torch.Tensor, mu: torch.Tensor, Sigma: torch
 # ---------------------------------------------------------------------------
 
 def _params_to_cov(Sigma, covariance_type):
-    return cholesky(Sigma) if covariance_type == "full" else check_variances(Sigma)
+    """What :func:`estimate_log_prob` takes: Cholesky factors (full, tied) or variances."""
+    if covariance_type == "full":
+        return cholesky(Sigma)
+    if covariance_type == "tied":
+        return cholesky(Sigma[None])[0]
+    return check_variances(Sigma)
 
 
 class EMResult(NamedTuple):
@@ -246,7 +301,7 @@ class EMResult(NamedTuple):
 
     pi: torch.Tensor            # (K,)
     mu: torch.Tensor            # (K, d)
-    Sigma: torch.Tensor         # (K, d, d) or (K, d)
+    Sigma: torch.Tensor         # (K, d, d), (d, d), (K, d) or (K,): full, tied, diag, spherical
     lower_bound: float          # mean log-likelihood at the last E-step
     trace: list[float]          # lower_bound per iteration
     converged: bool
@@ -270,22 +325,26 @@ def reseed_empty(X: torch.Tensor, pi: torch.Tensor, mu: torch.Tensor, Sigma: tor
     pi, mu, Sigma = pi.clone(), mu.clone(), Sigma.clone()
     worst = torch.argsort(log_px)[: empty.numel()]
     mu[empty] = X[worst]
-    Sigma[empty] = Sigma[torch.argmax(pi)].clone()
+    if covariance_type != "tied":  # (tied: the one shared covariance already serves them)
+        Sigma[empty] = Sigma[torch.argmax(pi)].clone()
     pi[empty] = 1.0 / X.shape[0]
     return (pi / pi.sum(), mu, Sigma), empty.tolist()
 
 
 def em(X: torch.Tensor, pi: torch.Tensor, mu: torch.Tensor, Sigma: torch.Tensor,
        covariance_type: str, reg_covar: float, tol: float, max_iter: int,
-       callback: Callable | None = None, verbose: bool = False) -> EMResult:
+       callback: Callable | None = None, verbose: bool = False,
+       lower_bound: float = -math.inf) -> EMResult:
     """Run EM from (pi, mu, Sigma); return the fitted parameters and the trace.
 
     Each iteration: E-step (giving the per-sample mean log-likelihood, the
     "lower bound" of scikit-learn) -> M-step.  Stops when the bound changes by
     less than ``tol``.  Nothing is changed between the steps, so the bound never
     decreases (up to the reg_covar effect of :func:`m_step_decrease_bound`).
+    ``lower_bound`` is the bound before the first iteration (a warm start passes
+    the previous fit's, so that its first change is measured against it).
     """
-    trace, lower_bound, converged = [], -math.inf, False
+    trace, converged = [], False
     n_iter = 0
     for n_iter in progress(range(1, max_iter + 1), desc="EM", verbose=verbose):
         prev = lower_bound
@@ -307,38 +366,88 @@ def em(X: torch.Tensor, pi: torch.Tensor, mu: torch.Tensor, Sigma: torch.Tensor,
 # Estimator
 # ---------------------------------------------------------------------------
 
+def _cov_shape(covariance_type: str, K: int, d: int) -> tuple[int, ...]:
+    """Shape of the covariance parameter of each type (scikit-learn's)."""
+    return {"full": (K, d, d), "tied": (d, d), "diag": (K, d), "spherical": (K,)}[covariance_type]
+
+
+def precisions_cholesky(Sigma: torch.Tensor, covariance_type: str) -> torch.Tensor:
+    """scikit-learn's ``precisions_cholesky_`` from the covariance parameter.
+
+    full / tied: the upper-triangular U with Sigma^{-1} = U U^T, U = L^{-T} for
+    Sigma = L L^T (the unique such U with a positive diagonal, so the one scikit-learn
+    also gets from a given precision matrix); diag / spherical: 1 / sqrt(var).
+    """
+    if covariance_type in ("diag", "spherical"):
+        return 1.0 / torch.sqrt(check_variances(Sigma))
+    S = Sigma if covariance_type == "full" else Sigma[None]
+    L = cholesky(S)
+    eye = torch.eye(S.shape[-1], dtype=S.dtype, device=S.device).expand_as(S)
+    U = torch.linalg.solve_triangular(L, eye, upper=False).transpose(1, 2)
+    return U if covariance_type == "full" else U[0]
+
+
+def _as_param(value, name: str, like: torch.Tensor) -> torch.Tensor:
+    """A user-given initial parameter as a tensor of X's dtype and device (any shape:
+    the shape is checked by the caller, with scikit-learn's message)."""
+    t = value.detach() if isinstance(value, torch.Tensor) else torch.from_numpy(
+        np.array(value, dtype=np.float64))  # a copy: read-only views (np.diagonal) are fine
+    t = t.to(like.device, like.dtype)
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return t
+
+
 class GaussianMixture(ClusterEstimator):
-    """Gaussian mixture fitted by EM, scikit-learn's contract and conventions.
+    """Gaussian mixture fitted by EM, with scikit-learn's API, conventions and messages.
+
+    ``from dcl_lib.methods.gmm import GaussianMixture`` in place of scikit-learn's import
+    gives the same estimator (same parameters, attributes and methods, the same lower
+    bound from the same start), running on the CPU or a GPU (``device``).
 
     Parameters
     ----------
     n_components : K.
-    covariance_type : ``"full"`` or ``"diag"``.
+    covariance_type : ``"full"`` (K, d, d), ``"tied"`` (d, d), ``"diag"`` (K, d) or
+        ``"spherical"`` (K,): the shape of ``covariances_``.
     tol : stop when the mean per-sample log-likelihood changes by less.
-    reg_covar : added to every covariance diagonal (keeps Sigma positive definite).
-    max_iter : EM iterations per initialisation.
+    reg_covar : added to every variance (keeps each covariance positive definite).
+    max_iter : EM iterations per initialisation; 0 returns the initialisation
+        (``lower_bound_`` is -inf, as in scikit-learn).
     n_init : initialisations; the highest final lower bound wins.
-    init_params : ``"kmeans"`` (responsibilities from k-means labels),
-        ``"k-means++"`` (from k-means++ seeds), ``"random_from_data"``.
-    weights_init, means_init, covariances_init (or precisions_init, scikit-learn's) :
-        any of them replaces that part of each data-based initialisation (as
-        scikit-learn does); all three given: one start, whatever ``n_init``.
-    max_iter : 0 returns the initialisation (``lower_bound_`` is -inf, as scikit-learn).
-    random_state, device, dtype (None = float64, on CPU and GPU alike), verbose.
+    init_params : ``"kmeans"`` (responsibilities from k-means labels), ``"k-means++"`` and
+        ``"random_from_data"`` (each sample to its nearest of K seeds: k-means++ seeds or K
+        random samples), ``"random"`` (uniform random responsibilities, normalised).
+        scikit-learn's last three give responsibility only to the K seed samples themselves;
+        here every sample gets its nearest seed's, so the first covariances are those of K
+        clusters rather than ``reg_covar`` alone.
+    weights_init, means_init, precisions_init (or covariances_init) : any of them replaces
+        that part of each data-based initialisation (as scikit-learn does); all three
+        given: one start, whatever ``n_init``.
+    random_state : None, an int or a numpy generator.
+    warm_start : a second ``fit`` continues from the fitted parameters (one start, its
+        first change of the bound measured against the previous ``lower_bound_``).
+    verbose, verbose_interval : 1 prints each initialisation's start and end, 2 also every
+        ``verbose_interval`` iterations with the time and the change of the bound.
+    device : ``"cpu"``, ``"cuda"``, ... (None: the library's default device).
+    dtype : the dtype EM runs in.  None (the default) follows scikit-learn: float32 input
+        is fitted in float32 and gives float32 attributes, anything else float64.
 
     Attributes
     ----------
-    weights_ (K,), means_ (K, d), covariances_ (K, d, d) or (K, d),
-    precisions_ and precisions_cholesky_ (scikit-learn's conventions),
-    lower_bound_, lower_bounds_ (trace of the best run), n_iter_, converged_,
-    labels_ (N,), n_reseeded_.  ``sample(n)`` draws from the fitted mixture.
+    weights_ (K,), means_ (K, d), covariances_, precisions_, precisions_cholesky_
+    (scikit-learn's shapes and conventions), lower_bound_, lower_bounds_ (trace of the best
+    run), n_iter_, converged_, labels_ (N,), n_features_in_, n_reseeded_ (components that
+    explained less than one sample at the start and were re-seeded before EM, with a
+    warning; scikit-learn has no such step and leaves them empty).
     """
 
-    def __init__(self, n_components: int = 1, covariance_type: str = "full", tol: float = 1e-3,
-                 reg_covar: float = 1e-6, max_iter: int = 100, n_init: int = 1,
-                 init_params: str = "kmeans", weights_init=None, means_init=None,
-                 covariances_init=None, precisions_init=None, random_state=None, device=None,
-                 dtype=None, verbose: bool = False):
+    def __init__(self, n_components: int = 1, *, covariance_type: str = "full",
+                 tol: float = 1e-3, reg_covar: float = 1e-6, max_iter: int = 100,
+                 n_init: int = 1, init_params: str = "kmeans", weights_init=None,
+                 means_init=None, precisions_init=None, random_state=None,
+                 warm_start: bool = False, verbose: int = 0, verbose_interval: int = 10,
+                 covariances_init=None, device=None, dtype=None):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
@@ -348,15 +457,21 @@ class GaussianMixture(ClusterEstimator):
         self.init_params = init_params
         self.weights_init = weights_init
         self.means_init = means_init
-        self.covariances_init = covariances_init
         self.precisions_init = precisions_init
         self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.covariances_init = covariances_init
         self.device = device
         self.dtype = dtype
-        self.verbose = verbose
 
-    def _dtype(self) -> torch.dtype:
-        return torch.float64 if self.dtype is None else self.dtype
+    def _dtype_for(self, X) -> torch.dtype:
+        if self.dtype is not None:
+            return self.dtype
+        float32 = (X.dtype == torch.float32 if isinstance(X, torch.Tensor)
+                   else getattr(X, "dtype", None) == np.float32)
+        return torch.float32 if float32 else torch.float64
 
     # -- validation ------------------------------------------------------
     def _check_params(self, n_samples: int) -> None:
@@ -364,61 +479,83 @@ class GaussianMixture(ClusterEstimator):
         if self.covariance_type not in COVARIANCE_TYPES:
             raise ValueError(f"covariance_type must be one of {COVARIANCE_TYPES}, "
                              f"got {self.covariance_type!r}")
-        if self.init_params not in ("kmeans", "k-means++", "random_from_data"):
-            raise ValueError(f"init_params must be 'kmeans', 'k-means++' or 'random_from_data', "
-                             f"got {self.init_params!r}")
+        if self.init_params not in INIT_PARAMS:
+            raise ValueError(f"init_params must be one of {INIT_PARAMS}, got {self.init_params!r}")
         if not (isinstance(self.reg_covar, (int, float)) and self.reg_covar >= 0):
             raise ValueError(f"reg_covar must be a non-negative number, got {self.reg_covar!r}")
         if not (isinstance(self.tol, (int, float)) and self.tol >= 0):
             raise ValueError(f"tol must be a non-negative number, got {self.tol!r}")
-        for name, low in (("max_iter", 0), ("n_init", 1)):
+        for name, low in (("max_iter", 0), ("n_init", 1), ("verbose", 0),
+                          ("verbose_interval", 1)):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            if (isinstance(v, bool) and name != "verbose") or not isinstance(v, int) or v < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+        if not isinstance(self.warm_start, bool):
+            raise ValueError(f"warm_start must be True or False, got {self.warm_start!r}")
         if self.covariances_init is not None and self.precisions_init is not None:
             raise ValueError("give covariances_init or precisions_init, not both")
 
     def _init_from_params(self, X, start):
-        """``start`` (pi, mu, Sigma) with each user-given part in place of its own."""
-        K, d = self.n_components, X.shape[1]
-        kw = dict(dtype=X.dtype, device=X.device)
+        """``start`` (pi, mu, Sigma) with each user-given part in place of its own;
+        scikit-learn's checks and messages."""
         pi, mu, Sigma = start
+        # (K from the start where there is one: scikit-learn's _initialize takes it from resp)
+        K, d, ct = self.n_components if pi is None else len(pi), X.shape[1], self.covariance_type
         if self.weights_init is not None:
-            pi = as_tensor(self.weights_init, ndim=(1,), name="weights_init", **kw)
+            pi = _as_param(self.weights_init, "weights_init", X)
             if pi.shape != (K,):
-                raise ValueError(f"weights_init must have shape {(K,)}, got {tuple(pi.shape)}")
-            if (pi < 0).any() or abs(float(pi.sum()) - 1) > 1e-6:
-                raise ValueError("weights_init must be non-negative and sum to 1")
+                raise ValueError(f"The parameter 'weights' should have the shape of {(K,)}, "
+                                 f"but got {tuple(pi.shape)}")
+            lo, hi = float(pi.min()), float(pi.max())
+            if lo < 0 or hi > 1:
+                raise ValueError(f"The parameter 'weights' should be in the range [0, 1], but "
+                                 f"got min value {lo:.5f}, max value {hi:.5f}")
+            single = getattr(self.weights_init, "dtype", None) in (np.float32, torch.float32)
+            # scikit-learn's tolerance (1e-8), or K rounding errors of float32 weights
+            atol = max(1e-8, K * float(np.finfo(np.float32 if single else np.float64).eps))
+            if abs(1.0 - float(pi.double().sum())) > atol:
+                raise ValueError(f"The parameter 'weights' should be normalized, but got "
+                                 f"sum(weights) = {float(pi.sum()):.5f}")
         if self.means_init is not None:
-            mu = as_tensor(self.means_init, name="means_init", **kw)
+            mu = _as_param(self.means_init, "means_init", X)
             if mu.shape != (K, d):
-                raise ValueError(f"means_init must have shape {(K, d)}, got {tuple(mu.shape)}")
-        for name in ("covariances_init", "precisions_init"):
-            value = getattr(self, name)
-            if value is None:
+                raise ValueError(f"The parameter 'means' should have the shape of {(K, d)}, "
+                                 f"but got {tuple(mu.shape)}")
+        for attr, kind in (("covariances_init", "covariance"), ("precisions_init", "precision")):
+            if getattr(self, attr) is None:
                 continue
-            M = as_tensor(value, ndim=(2, 3), name=name, **kw)
-            want = (K, d, d) if self.covariance_type == "full" else (K, d)
+            M = _as_param(getattr(self, attr), attr, X)
+            name, want = f"'{ct} {kind}'", _cov_shape(ct, K, d)
             if M.shape != want:
-                raise ValueError(f"{name} must have shape {want}, got {tuple(M.shape)}")
-            if self.covariance_type == "full":
-                asym = torch.nonzero(~torch.isclose(M, M.transpose(1, 2)).flatten(1).all(1))
-                if asym.numel():
-                    raise ValueError(f"{name} must be symmetric: component(s) "
-                                     f"{asym.flatten().tolist()} are not")
-                notpd = torch.nonzero(torch.linalg.cholesky_ex(M)[1] > 0).flatten()
-                if notpd.numel():
-                    raise ValueError(f"{name} must be positive-definite: component(s) "
-                                     f"{notpd.tolist()} are not")
-                Sigma = M if name == "covariances_init" else torch.linalg.inv(M)
-            else:
+                raise ValueError(f"The parameter {name} should have the shape of {want}, but "
+                                 f"got {tuple(M.shape)}")
+            if ct in ("diag", "spherical"):
                 if (M <= 0).any():
-                    raise ValueError(f"{name} must be positive (diagonal covariances)")
-                Sigma = M if name == "covariances_init" else 1.0 / M
+                    raise ValueError(f"{name} should be positive ({attr})")
+                Sigma = M if kind == "covariance" else 1.0 / M
+                continue
+            M3 = M if ct == "full" else M[None]
+            where = (lambda i: f"component(s) {i.tolist()}") if ct == "full" else (
+                lambda i: "the matrix")
+            asym = torch.nonzero(~torch.isclose(M3, M3.transpose(1, 2)).flatten(1).all(1))
+            if asym.numel():
+                raise ValueError(f"{name} should be symmetric, positive-definite ({attr}): "
+                                 f"{where(asym.flatten())} not symmetric")
+            L, info = torch.linalg.cholesky_ex(M3)
+            notpd = torch.nonzero(info > 0).flatten()
+            if notpd.numel():
+                raise ValueError(f"{name} should be symmetric, positive-definite ({attr}): "
+                                 f"{where(notpd)} not positive-definite")
+            S3 = M3 if kind == "covariance" else torch.cholesky_inverse(L)
+            Sigma = S3 if ct == "full" else S3[0]
         return pi, mu, Sigma
 
     def _init_from_data(self, X, g: torch.Generator):
         K = self.n_components
+        if self.init_params == "random":
+            gamma = torch.rand(X.shape[0], K, generator=g, dtype=X.dtype).to(X.device)
+            gamma /= gamma.sum(1, keepdim=True)
+            return m_step(X, gamma, self.covariance_type, self.reg_covar)
         if self.init_params == "kmeans":
             km = KMeans(K, n_init=1, random_state=int(torch.randint(2**31 - 1, (1,), generator=g)),
                         device=X.device, dtype=X.dtype).fit(X)
@@ -432,28 +569,68 @@ class GaussianMixture(ClusterEstimator):
         gamma = torch.nn.functional.one_hot(labels, K).to(X.dtype)
         return m_step(X, gamma, self.covariance_type, self.reg_covar)
 
+    # -- verbose output (scikit-learn's messages) --------------------------
+    def _say(self, level: int, msg: str) -> None:
+        if int(self.verbose) >= level:
+            print(msg)
+
+    def _iteration_printer(self, t_start: float):
+        state = {"t": t_start, "prev": None}
+
+        def report(n_iter, pi, mu, Sigma, lower_bound):
+            change = lower_bound - state["prev"] if state["prev"] is not None else math.inf
+            state["prev"] = lower_bound
+            if n_iter % self.verbose_interval:
+                return
+            now = time.perf_counter()
+            if int(self.verbose) >= 2:
+                print(f"  Iteration {n_iter}\t time lapse {now - state['t']:.5f}s\t "
+                      f"ll change {change:.5f}")
+            elif self.verbose:
+                print(f"  Iteration {n_iter}")
+            state["t"] = now
+        return report
+
     # -- fitting ----------------------------------------------------------
     def fit(self, X, y=None):
         """Fit by EM (``n_init`` starts, best lower bound kept); returns self."""
         device = self._device()
-        X = as_tensor(X, dtype=self._dtype(), device=device)
+        X = as_tensor(X, dtype=self._dtype_for(X), device=device)
         self._check_params(X.shape[0])
+        # warm start: one run from the fitted parameters, its first change measured
+        # against the previous lower bound (scikit-learn's rule)
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        if not do_init:
+            self._check_n_features(X)
         g = torch.Generator().manual_seed(seed_from(self.random_state))
         given = [v is not None for v in (self.weights_init, self.means_init,
                                          self.covariances_init if self.precisions_init is None
                                          else self.precisions_init)]
         best, best_reseeded = None, []
-        for _ in range(1 if all(given) else self.n_init):
-            start = (None, None, None) if all(given) else self._init_from_data(X, g)
-            start = self._init_from_params(X, start) if any(given) else start
-            start, reseeded = reseed_empty(X, *start, self.covariance_type)
+        for init in range(self.n_init if do_init and not all(given) else 1):
+            self._say(1, f"Initialization {init}")
+            t0 = time.perf_counter()
+            reseeded, bound0 = [], -math.inf
+            if not do_init:
+                start = tuple(p.to(device, X.dtype) for p in self._params)
+                bound0 = self.lower_bound_
+            else:
+                start = (None, None, None) if all(given) else self._init_from_data(X, g)
+                start = self._init_from_params(X, start) if any(given) else start
+                if self.max_iter > 0:  # (max_iter=0 returns the initialisation as given)
+                    start, reseeded = reseed_empty(X, *start, self.covariance_type)
             out = em(X, *start, self.covariance_type, self.reg_covar, self.tol, self.max_iter,
-                     verbose=self.verbose)
+                     callback=self._iteration_printer(t0) if self.verbose else None,
+                     lower_bound=bound0)
+            if self.max_iter > 0:
+                verdict = "converged" if out.converged else "did not converge"
+                self._say(1, f"Initialization {verdict}." if int(self.verbose) < 2 else
+                          f"Initialization {verdict}. time lapse {time.perf_counter() - t0:.5f}s"
+                          f"\t lower bound {out.lower_bound:.5f}.")
             # (max_iter=0: every start has bound -inf and the last one is kept, as in scikit-learn)
             if best is None or out.lower_bound > best.lower_bound or best.lower_bound == -math.inf:
                 best, best_reseeded = out, reseeded
         pi, mu, Sigma, lower_bound, trace, converged, n_iter = best
-        n_reseeded = len(best_reseeded)
         if best_reseeded:
             warnings.warn(
                 f"component(s) {best_reseeded} explained less than one sample at the "
@@ -461,34 +638,58 @@ class GaussianMixture(ClusterEstimator):
                 f"(the data may hold fewer distinct clusters than n_components="
                 f"{self.n_components})", UserWarning, stacklevel=2)
         if not converged and self.max_iter > 0:
+            why = (f"the last change of the lower bound, {trace[-1] - trace[-2]:.2e}, is not "
+                   f"below tol={self.tol}" if len(trace) > 1 else
+                   "one iteration gives no change of the lower bound to compare with tol")
             warnings.warn(
-                f"EM did not converge in max_iter={self.max_iter} iterations (last change of the "
-                f"lower bound {trace[-1] - trace[-2] if len(trace) > 1 else float('nan'):.2e} >= "
-                f"tol={self.tol}). Increase max_iter or tol, or check the initialisation.",
+                "Best performing initialization did not converge. Try different init "
+                "parameters, or increase max_iter, tol, or check for degenerate data. "
+                f"(EM stopped at max_iter={self.max_iter}: {why}.)",
                 ConvergenceWarning, stacklevel=2)
-        self.weights_, self.means_, self._Sigma = pi, mu, Sigma
-        self.covariances_ = Sigma.cpu().numpy()
+        self._set_fitted(pi, mu, Sigma)
         self.lower_bound_, self.lower_bounds_ = lower_bound, trace
-        self.converged_, self.n_iter_, self.n_reseeded_ = converged, n_iter, n_reseeded
-        self.n_features_in_ = X.shape[1]
+        self.converged_, self.n_iter_, self.n_reseeded_ = converged, n_iter, len(best_reseeded)
         # a final E-step so that labels_ agree with predict(X), as scikit-learn does
         self.labels_ = self._log_resp(X).argmax(1).cpu().numpy()
-        self.weights_ = pi.cpu().numpy()
-        self.means_ = mu.cpu().numpy()
         return self
+
+    def _set_fitted(self, pi, mu, Sigma) -> None:
+        """The fitted parameters as tensors (for inference) and as scikit-learn's numpy
+        attributes, precisions included."""
+        U = precisions_cholesky(Sigma, self.covariance_type)
+        self._params = (pi / pi.sum(), mu, Sigma)
+        self.weights_ = self._params[0].cpu().numpy()
+        self.means_, self.covariances_ = mu.cpu().numpy(), Sigma.cpu().numpy()
+        self.precisions_cholesky_ = U.cpu().numpy()
+        self.precisions_ = (U * U if self.covariance_type in ("diag", "spherical")
+                            else U @ U.transpose(-1, -2)).cpu().numpy()
+        self.n_features_in_ = mu.shape[1]
+
+    # scikit-learn's private hooks, which its own tests call: (weights, means, covariances,
+    # precisions_cholesky) out and in, and the initialisation from given responsibilities
+    def _get_parameters(self):
+        return self.weights_, self.means_, self.covariances_, self.precisions_cholesky_
+
+    def _set_parameters(self, params) -> None:
+        weights, means, covariances = (torch.as_tensor(np.asarray(a)).to(self._device())
+                                       for a in params[:3])
+        self._set_fitted(weights, means, covariances)
+
+    def _initialize(self, X, resp) -> None:
+        X = as_tensor(X, dtype=self._dtype_for(X), device=self._device())
+        resp = torch.as_tensor(np.asarray(resp)).to(X.device, X.dtype)
+        self._set_fitted(*self._init_from_params(
+            X, m_step(X, resp, self.covariance_type, self.reg_covar)))
 
     # -- inference --------------------------------------------------------
     def _prepare(self, X):
-        self._check_fitted()
-        X = as_tensor(X, dtype=self._dtype(), device=self._device())
+        self._check_fitted("weights_")
+        X = as_tensor(X, dtype=self._params[1].dtype, device=self._device())
         self._check_n_features(X)
         return X
 
     def _log_resp_and_px(self, X):
-        dev = X.device
-        pi = torch.as_tensor(self.weights_, dtype=X.dtype, device=dev)
-        mu = torch.as_tensor(self.means_, dtype=X.dtype, device=dev)
-        Sigma = self._Sigma.to(dev, X.dtype)
+        pi, mu, Sigma = (p.to(X.device, X.dtype) for p in self._params)
         return e_step(X, torch.log(pi), mu, _params_to_cov(Sigma, self.covariance_type),
                       self.covariance_type)
 
@@ -509,25 +710,7 @@ class GaussianMixture(ClusterEstimator):
 
     def score(self, X, y=None) -> float:
         """Mean per-sample log-likelihood."""
-        return float(self.score_samples(X).mean())
-
-    @property
-    def precisions_cholesky_(self) -> np.ndarray:
-        """scikit-learn's ``precisions_cholesky_``: full, for each component the upper
-        triangular U with precision = U U^T (U = L^{-T}, Sigma = L L^T); diag, 1/sqrt(var)."""
-        self._check_fitted()
-        S = torch.as_tensor(self.covariances_, dtype=torch.float64)
-        if self.covariance_type == "diag":
-            return (1.0 / torch.sqrt(S)).numpy()
-        eye = torch.eye(S.shape[-1], dtype=S.dtype).expand_as(S)
-        L = torch.linalg.cholesky(S)
-        return torch.linalg.solve_triangular(L, eye, upper=False).transpose(1, 2).numpy()
-
-    @property
-    def precisions_(self) -> np.ndarray:
-        """The inverse covariances: (K, d, d) for full, (K, d) for diag."""
-        U = torch.as_tensor(self.precisions_cholesky_)
-        return (U**2).numpy() if self.covariance_type == "diag" else (U @ U.transpose(1, 2)).numpy()
+        return self.score_samples(X).mean()
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(X (n, d), component labels (n,)) drawn from the fitted mixture, with
@@ -535,16 +718,19 @@ class GaussianMixture(ClusterEstimator):
         parameters and seed give scikit-learn's samples."""
         from sklearn.utils import check_random_state
 
-        self._check_fitted()
+        self._check_fitted("weights_")
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+            raise ValueError(f"Invalid value for 'n_samples': {n_samples!r}. The sampling "
+                             f"requires at least one sample.")
         rng = check_random_state(self.random_state)
         counts = rng.multinomial(n_samples, np.asarray(self.weights_, dtype=np.float64))
-        if self.covariance_type == "full":
+        ct, d = self.covariance_type, self.means_.shape[1]
+        if ct in ("full", "tied"):
+            covs = self.covariances_ if ct == "full" else [self.covariances_] * len(counts)
             X = np.vstack([rng.multivariate_normal(m, c, int(n))
-                           for m, c, n in zip(self.means_, self.covariances_, counts)])
+                           for m, c, n in zip(self.means_, covs, counts)])
         else:
-            X = np.vstack([m + rng.standard_normal(size=(n, len(m))) * np.sqrt(c)
+            X = np.vstack([m + rng.standard_normal(size=(n, d)) * np.sqrt(c)
                            for m, c, n in zip(self.means_, self.covariances_, counts)])
         y = np.concatenate([np.full(n, k, dtype=int) for k, n in enumerate(counts)])
         return X, y
@@ -552,7 +738,8 @@ class GaussianMixture(ClusterEstimator):
     def _n_parameters(self) -> int:
         """Free parameters: K - 1 weights, K d means, and the covariances' entries."""
         K, d = self.means_.shape
-        cov = K * d * (d + 1) // 2 if self.covariance_type == "full" else K * d
+        cov = {"full": K * d * (d + 1) // 2, "tied": d * (d + 1) // 2, "diag": K * d,
+               "spherical": K}[self.covariance_type]
         return int(K - 1 + K * d + cov)
 
     def bic(self, X) -> float:
