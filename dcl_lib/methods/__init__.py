@@ -22,6 +22,7 @@ REGISTRY: dict[str, str] = {
     "clustergan": "clustergan:SPEC",
     "ganmm": "ganmm:SPEC",
     "dcan": "dcan:SPEC",
+    "vcami": "vcami:SPEC",
 }
 
 

@@ -1,0 +1,303 @@
+"""VCAMI: every term against an independent computation, the step, determinism, bad input."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.distributions import Independent, Normal, kl_divergence
+
+from dcl_lib.methods.vcami import (VCAMI, VCAMIConfig, VCAMINets, augment, cluster_mi,
+                                   gaussian_kl, gmm_loss, joint_posterior, jsd_mi,
+                                   mixture_posterior, reg_loss, train_vcami, update_vcami,
+                                   vcami_losses)
+from dcl_lib.train import NonFiniteLossError
+
+CFG = VCAMIConfig(n_clusters=3, latent_dim=4, channels=(4, 8), hidden=16, head_hidden=8,
+                  critic_hidden=8, epochs=2, batch_size=16, gmm_start=1)
+
+
+def _images(n=48, seed=0):
+    """Three synthetic 8x8 'shapes' with noise (unit tests only)."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.zeros(3, 1, 8, 8)
+    base[0, :, 2:6, 2:6] = 1
+    base[1, :, :, 3:5] = 1
+    base[2, :, 3:5, :] = 1
+    y = torch.arange(n) % 3
+    x = (base[y] + 0.1 * torch.rand(n, 1, 8, 8, generator=g)).clamp(0, 1)
+    return x, y
+
+
+# -- the estimators ---------------------------------------------------------------------
+
+def _gaussian_pairs(rho, n, g):
+    x = torch.randn(n, 1, generator=g)
+    z = rho * x + math.sqrt(1 - rho**2) * torch.randn(n, 1, generator=g)
+    return x, z
+
+
+def _log_ratio(x, z, rho):
+    """log p(x, z) / (p(x) p(z)) of a standard bivariate normal with correlation rho."""
+    q = (x**2 - 2 * rho * x * z + z**2) / (1 - rho**2)
+    return (-0.5 * math.log(1 - rho**2) - 0.5 * q + 0.5 * (x**2 + z**2)).squeeze(1)
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.5, 0.9])
+def test_jsd_mi_at_the_optimal_critic_is_the_gan_value_of_the_joint(rho):
+    """With T* = log p(x,z)/(p(x)p(z)), I_JSD = 2 JSD(p(x,z) || p(x)p(z)) - 2 log 2; the JSD
+    by Monte Carlo from the densities (an independent formula)."""
+    g = torch.Generator().manual_seed(1)
+    x, z = _gaussian_pairs(rho, 200_000, g)
+    zn = z[torch.randperm(len(z), generator=g)]  # the product of marginals
+    est = float(jsd_mi(_log_ratio(x, z, rho), _log_ratio(x, zn, rho)))
+    r_p, r_q = _log_ratio(x, z, rho).exp(), _log_ratio(x, zn, rho).exp()
+    # JSD = 1/2 E_p log(2r/(1+r)) + 1/2 E_q log(2/(1+r))
+    jsd = 0.5 * float(torch.log(2 * r_p / (1 + r_p)).mean() + torch.log(2 / (1 + r_q)).mean())
+    assert est == pytest.approx(2 * jsd - 2 * math.log(2), abs=5e-3)
+
+
+def test_a_trained_critic_ranks_correlated_gaussians_by_their_true_mi():
+    """A small critic trained by the JSD estimator (negatives: z shuffled in the batch)
+    approaches the optimum from below, and its estimates order the pairs as the true MI
+    -1/2 log(1 - rho^2) does."""
+    got = []
+    for rho in (0.0, 0.5, 0.9):
+        g = torch.Generator().manual_seed(2)
+        torch.manual_seed(0)
+        T = torch.nn.Sequential(torch.nn.Linear(2, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1))
+        opt = torch.optim.Adam(T.parameters(), 1e-2)
+        for _ in range(300):
+            x, z = _gaussian_pairs(rho, 256, g)
+            zs = z.roll(1, 0)
+            loss = -jsd_mi(T(torch.cat([x, z], 1)).squeeze(1), T(torch.cat([x, zs], 1)).squeeze(1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        x, z = _gaussian_pairs(rho, 50_000, g)
+        zs = z.roll(1, 0)
+        with torch.no_grad():
+            trained = float(jsd_mi(T(torch.cat([x, z], 1)).squeeze(1),
+                                   T(torch.cat([x, zs], 1)).squeeze(1)))
+            best = float(jsd_mi(_log_ratio(x, z, rho), _log_ratio(x, zs, rho)))
+        assert trained <= best + 0.01
+        assert trained >= best - 0.05
+        got.append(trained)
+    assert got[0] < got[1] < got[2]
+    assert got[0] == pytest.approx(-2 * math.log(2), abs=0.02)  # MI 0: nothing to find
+
+
+def test_cluster_mi_against_sklearn_mutual_info_for_hard_posteriors():
+    """One-hot posteriors: P is the (symmetrised) contingency table of the two labelings, and
+    I(y; y') is scikit-learn's mutual_info_score of that table."""
+    from sklearn.metrics import mutual_info_score
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 4, 500)
+    b = np.where(rng.random(500) < 0.7, a, rng.integers(0, 4, 500))
+    pa, pb = (F.one_hot(torch.tensor(v), 4).double() for v in (a, b))
+    counts = np.zeros((4, 4))
+    np.add.at(counts, (a, b), 1)
+    want = mutual_info_score(None, None, contingency=counts + counts.T)
+    assert float(cluster_mi(pa, pb, eps=1e-300)) == pytest.approx(want, rel=1e-10)
+
+
+def test_cluster_mi_limits_log_k_and_zero():
+    K = 5
+    p = F.one_hot(torch.arange(1000) % K, K).double()
+    assert float(cluster_mi(p, p, eps=1e-300)) == pytest.approx(math.log(K), rel=1e-12)
+    assert float(cluster_mi(p, p)) == pytest.approx(math.log(K), rel=1e-5)  # the 1e-8 clamp
+    u = torch.full((1000, K), 1.0 / K, dtype=torch.float64)
+    assert abs(float(cluster_mi(u, u))) < 1e-9  # uninformative posteriors
+    one = F.one_hot(torch.zeros(1000, dtype=torch.long), K).double()
+    assert abs(float(cluster_mi(one, one, eps=1e-300))) < 1e-12  # one cluster: no information
+    P = joint_posterior(p, p)
+    assert torch.allclose(P, P.T) and float(P.sum()) == pytest.approx(1.0)
+
+
+def test_gaussian_kl_matches_torch_distributions():
+    g = torch.Generator().manual_seed(3)
+    mu, lv = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+    m, lvk = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)
+    got = gaussian_kl(mu, lv, m, lvk)
+    for b in range(6):
+        for k in range(3):
+            want = kl_divergence(Independent(Normal(mu[b], (0.5 * lv[b]).exp()), 1),
+                                 Independent(Normal(m[k], (0.5 * lvk[k]).exp()), 1))
+            assert float(got[b, k]) == pytest.approx(float(want), rel=1e-5)
+    p = torch.softmax(torch.randn(6, 3, generator=g), 1)
+    assert float(gmm_loss(p, mu, lv, m, lvk)) == pytest.approx(float((p * got).sum(1).mean()))
+
+
+def test_reg_loss_is_the_kl_to_uniform():
+    K = 4
+    log_p = torch.log_softmax(torch.randn(10, K), 1)
+    want = F.kl_div(torch.full((10, K), -math.log(K)), log_p, log_target=True,
+                    reduction="batchmean")  # KL(p || uniform)
+    assert float(reg_loss(log_p)) == pytest.approx(float(want), rel=1e-5)
+    assert float(reg_loss(torch.full((3, K), -math.log(K)))) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_mixture_posterior_matches_the_gaussian_mixture_e_step():
+    from dcl_lib.methods.gmm import e_step
+
+    nets = VCAMINets((1, 8, 8), CFG)
+    with torch.no_grad():
+        nets.m.normal_()
+        nets.log_v.uniform_(-1, 1)
+    z = torch.randn(20, CFG.latent_dim)
+    K = CFG.n_clusters
+    want, _ = e_step(z.double(), torch.full((K,), -math.log(K), dtype=torch.float64),
+                     nets.m.detach().double(), nets.log_v.detach().exp().double(), "diag")
+    assert torch.allclose(mixture_posterior(nets, z).detach().double(), want, atol=1e-5)
+
+
+def test_augment_identity_determinism_and_range():
+    x, _ = _images(8)
+    g = torch.Generator().manual_seed(0)
+    same = augment(x, g, rotate=0, zoom=0, shear=0, translate=0)
+    assert torch.allclose(same, x, atol=1e-6)
+    a = augment(x, torch.Generator().manual_seed(5))
+    b = augment(x, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b) and a.shape == x.shape
+    assert not torch.allclose(a, x) and a.min() >= 0 and a.max() <= 1 + 1e-6
+
+
+# -- the step ----------------------------------------------------------------------------
+
+def test_update_vcami_is_the_gradient_step_of_the_weighted_terms():
+    """The library's step against one written out here: same draws, same parameters after."""
+    x, _ = _images(16)
+    cfg = CFG
+    terms = ("gmi", "lmi", "cmi", "gmm", "reg")
+    torch.manual_seed(0)
+    a = VCAMINets((1, 8, 8), cfg)
+    b = VCAMINets((1, 8, 8), cfg)
+    b.load_state_dict(a.state_dict())
+    opt_a, opt_b = torch.optim.Adam(a.parameters(), 1e-2), torch.optim.Adam(b.parameters(), 1e-2)
+    update_vcami(a, opt_a, x, cfg, torch.Generator().manual_seed(7), terms)
+    g = torch.Generator().manual_seed(7)
+    x1, x2 = x, augment(x, g, cfg.rotate, cfg.zoom, cfg.shear, cfg.translate)
+    out = vcami_losses(b, x1, x2, cfg, g, terms)
+    total = (out["gmi"] + cfg.lam * out["lmi"] + cfg.alpha * out["cmi"] + cfg.beta * out["gmm"]
+             + cfg.gamma * out["reg"])
+    assert float(total) == pytest.approx(float(out["total"]), rel=1e-6)
+    opt_b.zero_grad()
+    total.backward()
+    opt_b.step()
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-6), name
+
+
+@pytest.mark.parametrize("term", ["gmi", "lmi", "cmi", "gmm", "reg"])
+def test_every_term_reaches_the_encoder(term):
+    """A detached code (the bug a test must catch) would leave the encoder without gradient."""
+    x, _ = _images(16)
+    nets = VCAMINets((1, 8, 8), CFG)
+    with torch.no_grad():
+        nets.m.normal_()
+    g = torch.Generator().manual_seed(0)
+    out = vcami_losses(nets, x, augment(x, g), CFG, g, (term,))
+    out[term].backward()
+    grad = nets.conv[0].weight.grad
+    assert grad is not None and float(grad.abs().sum()) > 0
+
+
+def test_same_seed_same_labels_and_history():
+    x, y = _images(48)
+    a = VCAMI(3, CFG, random_state=0).fit(x, y_eval=y)
+    b = VCAMI(3, CFG, random_state=0).fit(x, y_eval=y)
+    assert np.array_equal(a.labels_, b.labels_)
+    assert a.history_["loss/total"] == b.history_["loss/total"]
+    assert np.array_equal(a.predict(x), a.labels_)
+    assert a.transform(x).shape == (48, CFG.latent_dim)
+    assert np.allclose(a.predict_proba(x).sum(1), 1, atol=1e-5)
+    for key in ("loss/gmi", "loss/lmi", "loss/cmi", "loss/gmm", "loss/reg", "acc_mixture"):
+        assert key in a.history_
+    assert len(a.history_["loss/gmm"]) == CFG.epochs - CFG.gmm_start  # switched on after
+
+
+@pytest.mark.parametrize("objective, present, absent", [
+    ("dmi", ("gmi", "lmi"), ("cmi", "gmm")),
+    ("cmi", ("cmi",), ("gmi", "lmi", "gmm")),
+    ("ami", ("gmi", "lmi", "cmi"), ("gmm", "reg")),
+])
+def test_the_ablation_objectives_train_only_their_terms(objective, present, absent):
+    import dataclasses
+
+    x, _ = _images(32)
+    cfg = dataclasses.replace(CFG, objective=objective, epochs=1)
+    _, hist = train_vcami(x, cfg, verbose=False)
+    for t in present:
+        assert f"loss/{t}" in hist
+    for t in absent:
+        assert f"loss/{t}" not in hist
+
+
+# -- bad input and degenerate states -------------------------------------------------------
+
+@pytest.mark.parametrize("field, value, message", [
+    ("objective", "dim", "objective must be one of"),
+    ("output", "kmeans", "output must be"),
+    ("views", "x-x", "views must be"),
+    ("beta", -1.0, "beta must be >= 0"),
+    ("latent_dim", 0, "latent_dim must be >= 1"),
+    ("eps_p", 0.0, "eps_p must be in"),
+])
+def test_bad_config(field, value, message):
+    import dataclasses
+
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(CFG, **{field: value}).validate()
+    with pytest.raises(ValueError, match="needs the mixture terms"):
+        dataclasses.replace(CFG, objective="ami", output="mixture").validate()
+
+
+def test_bad_images():
+    with pytest.raises(ValueError, match="divisible by 4"):
+        VCAMI(3, CFG).fit(torch.rand(20, 1, 10, 10))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        VCAMI(3, CFG).fit(torch.full((20, 1, 8, 8), float("nan")))
+    est = VCAMI(3, CFG).fit(_images(32)[0])
+    with pytest.raises(ValueError, match="expecting"):
+        est.predict(torch.rand(4, 1, 12, 12))
+
+
+def test_non_finite_term_stops_with_its_name():
+    import dataclasses
+
+    x, _ = _images(32)
+    cfg = dataclasses.replace(CFG, lr=1e30, epochs=3)
+    with pytest.raises(NonFiniteLossError, match=r"loss '\w+' became (nan|inf)"):
+        train_vcami(x, cfg, verbose=False)
+
+
+def test_collapse_is_logged_with_the_step():
+    x = torch.zeros(32, 1, 8, 8)  # identical images: every posterior the same
+    _, hist = train_vcami(x, CFG, verbose=False)
+    notes = [e for e in hist["events"] if e[1].startswith("collapse")]
+    assert notes and notes[0][0] == 0 and "100%" in notes[0][1]
+
+
+def test_runner_checkpoint_reloads_to_the_recorded_labels(tmp_path):
+    from dcl_lib.results import reevaluate
+    from dcl_lib.runner import run
+
+    rec = run(method="vcami", dataset="digits", profile="quick", seed=0, verbose=False,
+              overrides={"epochs": 2, "channels": (8, 16), "hidden": 32, "latent_dim": 8,
+                         "critic_hidden": 16}, out_dir=tmp_path)
+    got, _ = reevaluate(tmp_path / "vcami" / "digits-all-quick-seed0.json")
+    assert abs(got["acc"] - rec["metrics"]["acc"]) <= 5e-3
+
+
+def test_gmm_loss_gradient_pulls_each_code_toward_its_clusters_means():
+    """d L_GMM / d mu_b = (1/B) sum_k p_bk (mu_b - m_k) / v_k (p held fixed): a code
+    detached inside the term would have no gradient here."""
+    g = torch.Generator().manual_seed(4)
+    mu = torch.randn(5, 3, generator=g, requires_grad=True)
+    lv = torch.randn(5, 3, generator=g)
+    m, lvk = torch.randn(2, 3, generator=g), torch.randn(2, 3, generator=g)
+    p = torch.softmax(torch.randn(5, 2, generator=g), 1)
+    (grad,) = torch.autograd.grad(gmm_loss(p, mu, lv, m, lvk), mu)
+    want = (p[:, :, None] * (mu[:, None] - m[None]) / lvk.exp()[None]).sum(1) / 5
+    assert torch.allclose(grad, want.detach(), atol=1e-6)
