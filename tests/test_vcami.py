@@ -301,3 +301,30 @@ def test_gmm_loss_gradient_pulls_each_code_toward_its_clusters_means():
     (grad,) = torch.autograd.grad(gmm_loss(p, mu, lv, m, lvk), mu)
     want = (p[:, :, None] * (mu[:, None] - m[None]) / lvk.exp()[None]).sum(1) / 5
     assert torch.allclose(grad, want.detach(), atol=1e-6)
+
+
+def test_entropy_weight_scales_the_marginal_entropies():
+    """w (H(y) + H(y')) - H(y, y') from the joint table, computed here with numpy."""
+    g = torch.Generator().manual_seed(6)
+    p = torch.softmax(3 * torch.randn(200, 4, generator=g, dtype=torch.float64), 1)
+    q = torch.softmax(3 * torch.randn(200, 4, generator=g, dtype=torch.float64), 1)
+    P = joint_posterior(p, q).numpy()
+    H = lambda t: -(t * np.log(t)).sum()  # noqa: E731
+    for w in (1.0, 2.0):
+        want = w * (H(P.sum(1)) + H(P.sum(0))) - H(P)
+        assert float(cluster_mi(p, q, eps=1e-300, entropy_weight=w)) == pytest.approx(want, rel=1e-10)
+
+
+def test_overclustering_head_adds_its_own_term():
+    import dataclasses
+
+    x, _ = _images(16)
+    cfg = dataclasses.replace(CFG, overcluster=6)
+    nets = VCAMINets((1, 8, 8), cfg)
+    assert nets.over.out_features == 6
+    g = torch.Generator().manual_seed(0)
+    with_over = vcami_losses(nets, x, augment(x, g), cfg, torch.Generator().manual_seed(1), ("cmi",))
+    nets.over = None
+    g = torch.Generator().manual_seed(0)
+    without = vcami_losses(nets, x, augment(x, g), cfg, torch.Generator().manual_seed(1), ("cmi",))
+    assert float(with_over["cmi"]) < float(without["cmi"])  # minus a second (positive) MI
