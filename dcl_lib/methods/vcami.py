@@ -51,8 +51,8 @@ from .base import ConfiguredEstimator, FitResult, MethodSpec, RunContext, as_ten
 
 __all__ = ["VCAMIConfig", "augment", "VCAMINets", "jsd_mi", "global_mi_loss", "local_mi_loss",
            "cluster_mi", "joint_posterior", "gaussian_kl", "gmm_loss", "reg_loss",
-           "mixture_posterior", "vcami_losses", "update_vcami", "train_vcami", "VCAMI",
-           "OBJECTIVES"]
+           "mixture_posterior", "encode_all", "labels_of", "init_mixture", "vcami_losses",
+           "update_vcami", "train_vcami", "VCAMI", "OBJECTIVES"]
 
 # the poster's ablation: which terms are on
 OBJECTIVES = {
@@ -364,7 +364,7 @@ def update_vcami(nets: VCAMINets, opt: torch.optim.Optimizer, x: torch.Tensor,
 # ---------------------------------------------------------------------------
 
 @torch.no_grad()
-def _encode_all(nets: VCAMINets, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_all(nets: VCAMINets, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mu(x), log p(y | mu(x))) for every image, in evaluation mode."""
     mu = batched(lambda b: nets.encode(b)[1], X, 1024)
     return mu, nets.posterior(mu)
@@ -375,7 +375,7 @@ def init_mixture(nets: VCAMINets, X: torch.Tensor, floor: float = 1e-3) -> None:
     """Start the latent mixture from one M-step on the codes mu(x) with the head's
     posteriors as responsibilities: component k is the head's cluster k, and its
     variances are floored at ``floor`` (an empty cluster gets the codes' variance)."""
-    mu, log_p = _encode_all(nets, X)
+    mu, log_p = encode_all(nets, X)
     r = log_p.exp()
     Nk = r.sum(0)
     m = (r.T @ mu) / Nk.clamp_min(1e-8)[:, None]
@@ -390,7 +390,7 @@ def labels_of(nets: VCAMINets, X: torch.Tensor, output: str = "head") -> torch.T
     """argmax of the head's p(y | mu(x)) or of the mixture's p(k | mu(x))."""
     was = nets.training
     nets.eval()
-    mu, log_p = _encode_all(nets, X)
+    mu, log_p = encode_all(nets, X)
     nets.train(was)
     return (log_p if output == "head" else mixture_posterior(nets, mu)).argmax(1)
 
@@ -514,12 +514,12 @@ class VCAMI(ConfiguredEstimator):
     def transform(self, X) -> np.ndarray:
         """The codes mu(x), (N, latent_dim)."""
         self.nets_.eval()
-        return _encode_all(self.nets_, self._prepared(X))[0].cpu().numpy()
+        return encode_all(self.nets_, self._prepared(X))[0].cpu().numpy()
 
     def predict_proba(self, X) -> np.ndarray:
         """The head's p(y | mu(x)), (N, K)."""
         self.nets_.eval()
-        return _encode_all(self.nets_, self._prepared(X))[1].exp().cpu().numpy()
+        return encode_all(self.nets_, self._prepared(X))[1].exp().cpu().numpy()
 
     def predict(self, X) -> np.ndarray:
         return labels_of(self.nets_, self._prepared(X), self.config_.output).cpu().numpy()
