@@ -143,12 +143,12 @@ def test_mixture_posterior_matches_the_gaussian_mixture_e_step():
 
     nets = VCAMINets((1, 8, 8), CFG)
     with torch.no_grad():
-        nets.m.normal_()
-        nets.log_v.uniform_(-1, 1)
+        nets.mu_k.normal_()
+        nets.log_var_k.uniform_(-1, 1)
     z = torch.randn(20, CFG.latent_dim)
     K = CFG.n_clusters
     want, _ = e_step(z.double(), torch.full((K,), -math.log(K), dtype=torch.float64),
-                     nets.m.detach().double(), nets.log_v.detach().exp().double(), "diag")
+                     nets.mu_k.detach().double(), nets.log_var_k.detach().exp().double(), "diag")
     assert torch.allclose(mixture_posterior(nets, z).detach().double(), want, atol=1e-5)
 
 
@@ -195,7 +195,7 @@ def test_every_term_reaches_the_encoder(term):
     x, _ = _images(16)
     nets = VCAMINets((1, 8, 8), CFG)
     with torch.no_grad():
-        nets.m.normal_()
+        nets.mu_k.normal_()
     g = torch.Generator().manual_seed(0)
     out = vcami_losses(nets, x, augment(x, g), CFG, g, (term,))
     out[term].backward()

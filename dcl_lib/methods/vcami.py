@@ -7,7 +7,7 @@ The poster's objective, minimised:
 
     L_VCAMI = L_AMI + beta L_GMM + gamma L_REG,   L_AMI = L_GMI + lam L_LMI + alpha L_CMI
 
-* a variational encoder p(z | x) = N(mu(x), diag s^2(x)) on images, with a map of local
+* a variational encoder p(z | x) = N(m(x), diag s^2(x)) on images, with a map of local
   features C(x) (M x M positions) on the way;
 * ``L_GMI`` = -I_JSD(x; z): Deep InfoMax's Jensen-Shannon estimate of the mutual
   information, a critic T_omega(C(x), z) scoring pairs (x, z(x)) against pairs with z
@@ -71,10 +71,10 @@ class VCAMIConfig(MethodConfig):
     objective: str = "vcami"            # "dmi", "cmi", "ami" or "vcami" (the ablation)
     latent_dim: int = 32                # d, the size of z
     channels: tuple[int, int] = (32, 64)  # the two conv blocks; C(x): channels[1] x 7 x 7
-    hidden: int = 256                   # the fully connected layer before (mu, log s^2)
+    hidden: int = 256                   # the fully connected layer before (m, log s^2)
     head_hidden: int = 0                # p(y | z): z -> head_hidden -> K (0: linear z -> K;
                                         # measured better than 128 on MNIST, below)
-    logvar_init: float = -6.0           # the bias of log s^2(x) at the start (s = 0.05):
+    log_s2_init: float = -6.0           # the bias of log s^2(x) at the start (s = 0.05):
                                         # with s = 1 the noise drowns the codes and the
                                         # head learns nothing
     critic_hidden: int = 256            # T_omega's and T_psi's width
@@ -83,7 +83,7 @@ class VCAMIConfig(MethodConfig):
     beta: float = 0.01                  # weight of L_GMM
     gamma: float = 0.01                 # weight of L_REG
     gmm_start: int = 2                  # epochs of L_AMI alone before the mixture terms
-    output: str = "head"                # "head": argmax p(y|z); "mixture": argmax p(k|z; m, v)
+    output: str = "head"                # "head": argmax p(y|z); "mixture": argmax p(k|z; mu, sigma)
     views: str = "x-aug"                # "x-aug": (x, x'); "aug-aug": two augmentations
     rotate: float = 15.0                # degrees, uniform in +-rotate
     zoom: float = 0.15                  # scale factor uniform in 1 +- zoom
@@ -162,7 +162,7 @@ class VCAMINets(nn.Module):
     mixture {m_k, log v_k}.
 
     Encoder: [conv 3x3 -> BN -> ReLU -> max-pool 2] x 2 gives C(x) (channels[1], H/4, W/4),
-    the local features; flatten -> FC hidden -> BN -> ReLU -> (mu, log s^2), each d wide.
+    the local features; flatten -> FC hidden -> BN -> ReLU -> (m, log s^2), each d wide.
     Global critic T_omega(C(x), z): FC on [flatten C(x) -> critic_hidden, z] -> ReLU -> 1.
     Local critic T_psi(C_j(x), z): 1x1 convs on [C_j(x), z] at every position j.
     """
@@ -180,9 +180,9 @@ class VCAMINets(nn.Module):
         flat = c2 * (H // 4) * (W // 4)
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(flat, cfg.hidden),
                                 nn.BatchNorm1d(cfg.hidden), nn.ReLU())
-        self.mu = nn.Linear(cfg.hidden, d)
-        self.logvar = nn.Linear(cfg.hidden, d)
-        nn.init.constant_(self.logvar.bias, cfg.logvar_init)  # start nearly deterministic
+        self.fc_m = nn.Linear(cfg.hidden, d)
+        self.fc_log_s2 = nn.Linear(cfg.hidden, d)
+        nn.init.constant_(self.fc_log_s2.bias, cfg.log_s2_init)  # start nearly deterministic
         self.head = (nn.Sequential(nn.Linear(d, cfg.head_hidden), nn.ReLU(),
                                    nn.Linear(cfg.head_hidden, K)) if cfg.head_hidden
                      else nn.Linear(d, K))
@@ -191,14 +191,14 @@ class VCAMINets(nn.Module):
         self.global_critic = nn.Sequential(nn.Linear(h + d, h), nn.ReLU(), nn.Linear(h, 1))
         self.local_critic = nn.Sequential(nn.Conv2d(c2 + d, h, 1), nn.ReLU(), nn.Conv2d(h, 1, 1))
         self.over = nn.Linear(d, cfg.overcluster) if cfg.overcluster else None
-        self.m = nn.Parameter(torch.zeros(K, d))       # the mixture's means m_k
-        self.log_v = nn.Parameter(torch.zeros(K, d))   # and log variances log v_k
+        self.mu_k = nn.Parameter(torch.zeros(K, d))       # the mixture's means mu_k
+        self.log_var_k = nn.Parameter(torch.zeros(K, d))  # and log variances log sigma_k^2
 
     def encode(self, x: torch.Tensor):
-        """(C(x), mu(x), log s^2(x)); log s^2 clamped to [-10, 5]."""
+        """(C(x), m(x), log s^2(x)); log s^2 clamped to [-10, 5]."""
         C = self.conv(x)
         h = self.fc(C)
-        return C, self.mu(h), self.logvar(h).clamp(-10.0, 5.0)
+        return C, self.fc_m(h), self.fc_log_s2(h).clamp(-10.0, 5.0)
 
     def T_omega(self, C: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Global critic scores (B,) of the pairs (C_b, z_b)."""
@@ -269,20 +269,20 @@ def cluster_mi(p: torch.Tensor, p_aug: torch.Tensor, eps: float = 1e-8,
     return (P * (P.log() - entropy_weight * (Pc.log() + Pc_.log()))).sum()
 
 
-def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor, m: torch.Tensor, log_v: torch.Tensor
-                ) -> torch.Tensor:
-    """KL(N(mu_b, diag e^logvar_b) || N(m_k, diag e^log_v_k)) for every b and k, (B, K):
-    1/2 sum_j [log v_kj - logvar_bj + (e^logvar_bj + (mu_bj - m_kj)^2) / v_kj - 1]."""
-    var, v = logvar.exp()[:, None], log_v.exp()[None]
-    diff2 = (mu[:, None] - m[None]) ** 2
-    return 0.5 * (log_v[None] - logvar[:, None] + (var + diff2) / v - 1).sum(-1)
+def gaussian_kl(m: torch.Tensor, log_s2: torch.Tensor, mu_k: torch.Tensor,
+                log_var_k: torch.Tensor) -> torch.Tensor:
+    """KL(N(m_b, diag s_b^2) || N(mu_k, diag sigma_k^2)) for every b and k, (B, K):
+    1/2 sum_j [log sigma_kj^2 - log s_bj^2 + (s_bj^2 + (m_bj - mu_kj)^2) / sigma_kj^2 - 1]."""
+    s2, var_k = log_s2.exp()[:, None], log_var_k.exp()[None]
+    diff2 = (m[:, None] - mu_k[None]) ** 2
+    return 0.5 * (log_var_k[None] - log_s2[:, None] + (s2 + diff2) / var_k - 1).sum(-1)
 
 
-def gmm_loss(p: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, m: torch.Tensor,
-             log_v: torch.Tensor) -> torch.Tensor:
+def gmm_loss(p: torch.Tensor, m: torch.Tensor, log_s2: torch.Tensor, mu_k: torch.Tensor,
+             log_var_k: torch.Tensor) -> torch.Tensor:
     """L_GMM = mean_b sum_k p(k | z_b) KL(p(z | x_b) || N(m_k, diag v_k)) (the poster's
     E_x sum_y p(y|z) log p(z|x) / q(z|y), in closed form)."""
-    return (p * gaussian_kl(mu, logvar, m, log_v)).sum(1).mean()
+    return (p * gaussian_kl(m, log_s2, mu_k, log_var_k)).sum(1).mean()
 
 
 def reg_loss(log_p: torch.Tensor) -> torch.Tensor:
@@ -293,8 +293,8 @@ def reg_loss(log_p: torch.Tensor) -> torch.Tensor:
 
 def mixture_posterior(nets: VCAMINets, z: torch.Tensor) -> torch.Tensor:
     """The latent mixture's own posterior log p(k | z) with equal weights, (B, K)."""
-    v = nets.log_v.exp()
-    log_n = -0.5 * (((z[:, None] - nets.m[None]) ** 2) / v[None] + nets.log_v[None]
+    var_k = nets.log_var_k.exp()
+    log_n = -0.5 * (((z[:, None] - nets.mu_k[None]) ** 2) / var_k[None] + nets.log_var_k[None]
                     + math.log(2 * math.pi)).sum(-1)
     return F.log_softmax(log_n, 1)
 
@@ -313,16 +313,16 @@ def vcami_losses(nets: VCAMINets, x: torch.Tensor, x_aug: torch.Tensor, cfg: VCA
                  g: torch.Generator, terms: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """Every term switched on in ``terms`` (unweighted), plus ``total`` (weighted) and
     diagnostics: the global critic's accuracy ``t_acc`` and the IIC joint's smallest
-    entry ``p_min``.  z is the reparameterised sample mu + s * eps (eps from ``g``)."""
+    entry ``p_min``.  z is the reparameterised sample m + s * eps (eps from ``g``)."""
     if "cmi" in terms:  # each view through the encoder on its own (batch norm per view)
-        (C, mu, logvar), (_, mu2, lv2) = nets.encode(x), nets.encode(x_aug)
-        mu, logvar = torch.cat([mu, mu2]), torch.cat([logvar, lv2])
+        (C, m, log_s2), (_, m2, log_s2_2) = nets.encode(x), nets.encode(x_aug)
+        m, log_s2 = torch.cat([m, m2]), torch.cat([log_s2, log_s2_2])
     else:
-        C, mu, logvar = nets.encode(x)
-    eps = torch.randn(mu.shape, generator=g, device=g.device).to(mu.device)
-    z = mu + torch.exp(0.5 * logvar) * eps
+        C, m, log_s2 = nets.encode(x)
+    eps = torch.randn(m.shape, generator=g, device=g.device).to(m.device)
+    z = m + torch.exp(0.5 * log_s2) * eps
     B = x.shape[0]
-    C1, z1, mu1, lv1 = C[:B], z[:B], mu[:B], logvar[:B]
+    C1, z1 = C[:B], z[:B]
     out: dict[str, torch.Tensor] = {}
     if "gmi" in terms:
         out["gmi"], out["t_acc"] = global_mi_loss(nets, C1, z1, g)
@@ -338,7 +338,7 @@ def vcami_losses(nets: VCAMINets, x: torch.Tensor, x_aug: torch.Tensor, cfg: VCA
             q = F.softmax(nets.over(z), 1)
             out["cmi"] = out["cmi"] - cluster_mi(q[:B], q[B:], cfg.eps_p, cfg.entropy_weight)
     if "gmm" in terms:
-        out["gmm"] = gmm_loss(log_p[:B].exp(), mu1, lv1, nets.m, nets.log_v)
+        out["gmm"] = gmm_loss(log_p[:B].exp(), m[:B], log_s2[:B], nets.mu_k, nets.log_var_k)
     if "reg" in terms:
         out["reg"] = reg_loss(log_p[:B])
     weight = {"gmi": 1.0, "lmi": cfg.lam, "cmi": cfg.alpha, "gmm": cfg.beta, "reg": cfg.gamma}
@@ -365,34 +365,34 @@ def update_vcami(nets: VCAMINets, opt: torch.optim.Optimizer, x: torch.Tensor,
 
 @torch.no_grad()
 def encode_all(nets: VCAMINets, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mu(x), log p(y | mu(x))) for every image, in evaluation mode."""
-    mu = batched(lambda b: nets.encode(b)[1], X, 1024)
-    return mu, nets.posterior(mu)
+    """(m(x), log p(y | m(x))) for every image (evaluation mode is the caller's)."""
+    m = batched(lambda b: nets.encode(b)[1], X, 1024)
+    return m, nets.posterior(m)
 
 
 @torch.no_grad()
 def init_mixture(nets: VCAMINets, X: torch.Tensor, floor: float = 1e-3) -> None:
-    """Start the latent mixture from one M-step on the codes mu(x) with the head's
+    """Start the latent mixture from one M-step on the codes m(x) with the head's
     posteriors as responsibilities: component k is the head's cluster k, and its
     variances are floored at ``floor`` (an empty cluster gets the codes' variance)."""
-    mu, log_p = encode_all(nets, X)
+    m, log_p = encode_all(nets, X)
     r = log_p.exp()
-    Nk = r.sum(0)
-    m = (r.T @ mu) / Nk.clamp_min(1e-8)[:, None]
-    v = (r.T @ mu**2) / Nk.clamp_min(1e-8)[:, None] - m**2
-    empty = Nk < 1.0
-    m[empty], v[empty] = mu.mean(0), mu.var(0)
-    nets.m.copy_(m)
-    nets.log_v.copy_(v.clamp_min(floor).log())
+    N_k = r.sum(0)
+    mu_k = (r.T @ m) / N_k.clamp_min(1e-8)[:, None]
+    var_k = (r.T @ m**2) / N_k.clamp_min(1e-8)[:, None] - mu_k**2
+    empty = N_k < 1.0
+    mu_k[empty], var_k[empty] = m.mean(0), m.var(0)
+    nets.mu_k.copy_(mu_k)
+    nets.log_var_k.copy_(var_k.clamp_min(floor).log())
 
 
 def labels_of(nets: VCAMINets, X: torch.Tensor, output: str = "head") -> torch.Tensor:
-    """argmax of the head's p(y | mu(x)) or of the mixture's p(k | mu(x))."""
+    """argmax of the head's p(y | m(x)) or of the mixture's p(k | m(x))."""
     was = nets.training
     nets.eval()
-    mu, log_p = encode_all(nets, X)
+    m, log_p = encode_all(nets, X)
     nets.train(was)
-    return (log_p if output == "head" else mixture_posterior(nets, mu)).argmax(1)
+    return (log_p if output == "head" else mixture_posterior(nets, m)).argmax(1)
 
 
 def train_vcami(X: torch.Tensor, cfg: VCAMIConfig, seed: int = 0, device="cpu",
@@ -482,7 +482,7 @@ def train_vcami(X: torch.Tensor, cfg: VCAMIConfig, seed: int = 0, device="cpu",
 class VCAMI(ConfiguredEstimator):
     """VCAMI, scikit-learn style: ``fit(X)`` on images (N, C, H, W) (or (N, H, W)) in
     [0, 1]; ``labels_`` are the clusters of ``config.output``; ``transform(X)`` the codes
-    mu(x); ``predict_proba(X)`` the head's p(y | mu(x))."""
+    m(x); ``predict_proba(X)`` the head's p(y | m(x))."""
 
     config_class = VCAMIConfig
 
@@ -509,15 +509,15 @@ class VCAMI(ConfiguredEstimator):
         if tuple(X.shape[1:]) != self.image_shape_:
             raise ValueError(f"X has images of shape {tuple(X.shape[1:])}, but VCAMI is "
                              f"expecting {self.image_shape_}")
-        return X.to(self.nets_.m.device)
+        return X.to(self.nets_.mu_k.device)
 
     def transform(self, X) -> np.ndarray:
-        """The codes mu(x), (N, latent_dim)."""
+        """The codes m(x), (N, latent_dim)."""
         self.nets_.eval()
         return encode_all(self.nets_, self._prepared(X))[0].cpu().numpy()
 
     def predict_proba(self, X) -> np.ndarray:
-        """The head's p(y | mu(x)), (N, K)."""
+        """The head's p(y | m(x)), (N, K)."""
         self.nets_.eval()
         return encode_all(self.nets_, self._prepared(X))[1].exp().cpu().numpy()
 
