@@ -28,6 +28,7 @@ import _checkout  # noqa: F401  (first: this checkout's dcl_lib, not an installe
 
 import argparse
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -50,11 +51,16 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=5000, help="training images (a seeded subset)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--objectives", nargs="+", default=list(OBJECTIVES))
+    p.add_argument("--merge", action="store_true",
+                   help="keep the other objectives of an existing file (each run records its "
+                        "own commit)")
     args = p.parse_args(argv)
     data = load_dataset(args.dataset, "train", subset=args.n, seed=0)
     X, y = data.x.float(), torch.as_tensor(data.y)
     cfg = VCAMIConfig.for_profile("quick")
     km = KMeans(10, n_init=10, random_state=0).fit(data.flat())
+    path = Path(args.out) / f"{args.name}.json"
+    old = json.loads(path.read_text()) if args.merge and path.exists() else None
     rec = {"device": device_name(torch.device("cpu")), "threads": torch.get_num_threads(),
            "git_commit": git_commit(), "versions": _versions(),
            "data": f"{args.dataset} train, {len(data)} images (seeded subset, seed 0)",
@@ -66,7 +72,7 @@ def main(argv=None):
             t = time.perf_counter()
             nets, hist = train_vcami(X, dataclasses.replace(cfg, objective=name), seed, y=y,
                                      verbose=False)
-            run = {"wall_s": time.perf_counter() - t,
+            run = {"wall_s": time.perf_counter() - t, "git_commit": rec["git_commit"],
                    "final": evaluate(data.y, labels_of(nets, X, "head").numpy()),
                    "sizes": hist.series["sizes"][-1],
                    **{k: hist.series.get(k) for k in ("step", "acc", "nmi", "events")}}
@@ -79,7 +85,13 @@ def main(argv=None):
             v["runs"][str(seed)] = run
             print(f"{args.dataset} seed {seed} {name:6s} ACC {run['final']['acc']:.4f} "
                   f"({run['wall_s']:.0f} s)", flush=True)
-    path = Path(args.out) / f"{args.name}.json"
+    if old is not None:  # the objectives not rerun, as they were
+        for name, v in old["objectives"].items():
+            if name not in rec["objectives"]:
+                for run in v["runs"].values():
+                    run.setdefault("git_commit", old["git_commit"])
+                rec["objectives"][name] = v
+        rec["objectives"] = {o: rec["objectives"][o] for o in OBJECTIVES if o in rec["objectives"]}
     write_json(path, rec)
     print("wrote", path)
 

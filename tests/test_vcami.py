@@ -179,8 +179,8 @@ def test_update_vcami_is_the_gradient_step_of_the_weighted_terms():
     g = torch.Generator().manual_seed(7)
     x1, x2 = x, augment(x, g, cfg.rotate, cfg.zoom, cfg.shear, cfg.translate)
     out = vcami_losses(b, x1, x2, cfg, g, terms)
-    total = (out["gmi"] + cfg.lam * out["lmi"] + cfg.alpha * out["cmi"] + cfg.beta * out["gmm"]
-             + cfg.gamma * out["reg"])
+    total = (out["gmi"] + cfg.lam_lmi * out["lmi"] + cfg.lam_cmi * out["cmi"]
+             + cfg.lam_gmm * out["gmm"] + cfg.lam_reg * out["reg"])
     assert float(total) == pytest.approx(float(out["total"]), rel=1e-6)
     opt_b.zero_grad()
     total.backward()
@@ -240,7 +240,7 @@ def test_the_ablation_objectives_train_only_their_terms(objective, present, abse
     ("objective", "dim", "objective must be one of"),
     ("output", "kmeans", "output must be"),
     ("views", "x-x", "views must be"),
-    ("beta", -1.0, "beta must be >= 0"),
+    ("lam_gmm", -1.0, "lam_gmm must be >= 0"),
     ("latent_dim", 0, "latent_dim must be >= 1"),
     ("eps_p", 0.0, "eps_p must be in"),
 ])
