@@ -73,6 +73,7 @@ def main(argv=None):
             nets, hist = train_vcami(X, dataclasses.replace(cfg, objective=name), seed, y=y,
                                      verbose=False)
             run = {"wall_s": time.perf_counter() - t, "git_commit": rec["git_commit"],
+                   "threads": rec["threads"],
                    "final": evaluate(data.y, labels_of(nets, X, "head").numpy()),
                    "sizes": hist.series["sizes"][-1],
                    **{k: hist.series.get(k) for k in ("step", "acc", "nmi", "events")}}
@@ -90,6 +91,7 @@ def main(argv=None):
             if name not in rec["objectives"]:
                 for run in v["runs"].values():
                     run.setdefault("git_commit", old["git_commit"])
+                    run.setdefault("threads", old["threads"])
                 rec["objectives"][name] = v
         rec["objectives"] = {o: rec["objectives"][o] for o in OBJECTIVES if o in rec["objectives"]}
     write_json(path, rec)
