@@ -24,13 +24,14 @@ def test_plan_priority_and_outstanding(tmp_path):
 
 @pytest.mark.skipif(git_commit().endswith("+dirty"), reason="collect refuses results of a dirty tree")
 def test_dry_run_then_collect(tmp_path):
-    jobs = [j for j in plan() if j.name in ("depict-mnist-seed0", "clustergan-mnist-seed0")]
+    jobs = [j for j in plan() if j.name in ("depict-mnist-seed0", "clustergan-mnist-seed0",
+                                            "vcami-mnist-seed0")]
     jobs.append(Job("bench", "gmm-em-n100000", 1, n=100_000))
     summary = run_campaign(tmp_path / "out", budget_s=45, parallel=2, dry_run=True, jobs=jobs)
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert files == ["campaign-1.tar", "summary.json"] and len(files) <= 8
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == summary
-    assert [r["status"] for r in summary["runs"]] == ["done"] * 3, summary
+    assert [r["status"] for r in summary["runs"]] == ["done"] * 4, summary
     assert all(r.get("acc", 1) > 0 for r in summary["runs"])
     with tarfile.open(tmp_path / "out" / "campaign-1.tar") as tar:
         names = tar.getnames()
@@ -38,7 +39,7 @@ def test_dry_run_then_collect(tmp_path):
     results = tmp_path / "results"
     report = collect(tmp_path / "out", results)
     assert not report["refused"], report
-    assert len([f for f in report["copied"] if f.endswith(".json")]) == 3
+    assert len([f for f in report["copied"] if f.endswith(".json")]) == 4
     assert (results / "depict" / "digits-all-full-seed0-dry-mnist.pt").exists()
     again = collect(tmp_path / "out", results)  # the same files again: duplicates
     assert not again["copied"] and all("exists already" in r for r in again["refused"])
@@ -75,8 +76,9 @@ def _result(path, stopped_at=None, created="2026-11-26T00:00:00"):
 def test_a_run_cut_by_its_budget_is_outstanding_in_its_place(tmp_path):
     _result(tmp_path / "depict" / "mnist-all-full-seed0.json", stopped_at=208)
     _result(tmp_path / "clustergan" / "mnist-all-full-seed0.json")  # complete
+    _result(tmp_path / "vcami" / "mnist-all-full-seed0.json")  # complete
     names = [j.name for j in outstanding(tmp_path)]
-    assert "clustergan-mnist-seed0" not in names
+    assert "clustergan-mnist-seed0" not in names and "vcami-mnist-seed0" not in names
     assert names[0] == "depict-mnist-seed0" and names[1] == "gmm-em-n100000"
 
 
