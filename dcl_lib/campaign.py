@@ -60,6 +60,8 @@ DRY = {
                "kmeans_n_init": 1},
     "clustergan": {"hidden": 16, "channels": (2, 4), "iterations": 60, "eval_every": 20,
                    "batch_size": 16},
+    "vcami": {"epochs": 1, "channels": (4, 8), "hidden": 16, "latent_dim": 4,
+              "critic_hidden": 8, "batch_size": 64},
 }
 MAX_ARCHIVE_BYTES = 15 * 2**20  # the device returns files of at most 16 MiB ...
 MAX_ARCHIVES = 7                # ... and at most 8 of them: 7 archives + summary.json

@@ -14,7 +14,8 @@ def test_plan_priority_and_outstanding(tmp_path):
     jobs = plan()
     tiers = [j.tier for j in jobs]
     assert tiers == sorted(tiers)
-    assert [j.name for j in jobs if j.tier == 0] == ["depict-mnist-seed0", "clustergan-mnist-seed0"]
+    assert [j.name for j in jobs if j.tier == 0] == ["depict-mnist-seed0", "clustergan-mnist-seed0",
+                                                     "vcami-mnist-seed0"]
     assert {j.n for j in jobs if j.kind == "bench"} == {100_000, 1_000_000}
     (tmp_path / "depict").mkdir()
     (tmp_path / "depict" / "mnist-all-full-seed0.json").write_text("{}")
