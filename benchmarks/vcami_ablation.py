@@ -37,7 +37,7 @@ import torch
 from dcl_lib._io import write_json
 from dcl_lib.data import load_dataset
 from dcl_lib.methods.kmeans import KMeans
-from dcl_lib.methods.vcami import OBJECTIVES, VCAMIConfig, encode_all, labels_of, train_vcami
+from dcl_lib.methods.vcami import OBJECTIVES, VCAMIConfig, encode_eval, outputs_of, train_vcami
 from dcl_lib.metrics import evaluate
 from dcl_lib.runner import _versions, git_commit
 from dcl_lib.train import device_name
@@ -72,15 +72,17 @@ def main(argv=None):
             t = time.perf_counter()
             nets, hist = train_vcami(X, dataclasses.replace(cfg, objective=name), seed, y=y,
                                      verbose=False)
-            run = {"wall_s": time.perf_counter() - t, "git_commit": rec["git_commit"],
+            wall_s = time.perf_counter() - t
+            head, mixed = (lab.numpy() for lab in outputs_of(nets, X))
+            run = {"wall_s": wall_s, "git_commit": rec["git_commit"],
                    "threads": rec["threads"],
-                   "final": evaluate(data.y, labels_of(nets, X, "head").numpy()),
+                   "final": evaluate(data.y, head),
                    "sizes": hist.series["sizes"][-1],
                    **{k: hist.series.get(k) for k in ("step", "acc", "nmi", "events")}}
             if "gmm" in v["terms"]:
-                run["final_mixture"] = evaluate(data.y, labels_of(nets, X, "mixture").numpy())
+                run["final_mixture"] = evaluate(data.y, mixed)
             if name == "dmi":
-                Z = encode_all(nets, X)[0]
+                Z = encode_eval(nets, X)[0]
                 run["kmeans_codes"] = evaluate(
                     data.y, KMeans(10, n_init=10, random_state=seed).fit(Z).labels_)
             v["runs"][str(seed)] = run

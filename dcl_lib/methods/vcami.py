@@ -54,9 +54,9 @@ from ..train import (History, LossWindow, TrainState, batched, make_adam, miniba
 from .base import ConfiguredEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters
 
 __all__ = ["VCAMIConfig", "augment", "VCAMINets", "jsd_mi", "global_mi_loss", "local_mi_loss",
-           "cluster_mi", "joint_posterior", "gaussian_kl", "gmm_loss", "reg_loss",
-           "mixture_posterior", "encode_all", "labels_of", "init_mixture", "vcami_losses",
-           "update_vcami", "train_vcami", "VCAMI", "OBJECTIVES"]
+           "cluster_mi", "joint_mi", "joint_posterior", "gaussian_kl", "gmm_loss", "reg_loss",
+           "mixture_posterior", "encode_all", "encode_eval", "outputs_of", "labels_of",
+           "init_mixture", "vcami_losses", "update_vcami", "train_vcami", "VCAMI", "OBJECTIVES"]
 
 # the poster's ablation: which terms are on
 OBJECTIVES = {
@@ -274,7 +274,12 @@ def cluster_mi(p: torch.Tensor, p_aug: torch.Tensor, eps: float = 1e-8,
 
     I = H(y) + H(y') - H(y, y'); ``entropy_weight`` w > 1 returns w (H(y) + H(y')) - H(y, y')
     instead, which presses harder for balanced clusters (IIC's later code, its ``lamb``)."""
-    P = joint_posterior(p, p_aug).clamp_min(eps)
+    return joint_mi(joint_posterior(p, p_aug), eps, entropy_weight)
+
+
+def joint_mi(P: torch.Tensor, eps: float = 1e-8, entropy_weight: float = 1.0) -> torch.Tensor:
+    """:func:`cluster_mi` from the joint P itself (clamped to >= eps here)."""
+    P = P.clamp_min(eps)
     Pc, Pc_ = P.sum(1, keepdim=True), P.sum(0, keepdim=True)
     return (P * (P.log() - entropy_weight * (Pc.log() + Pc_.log()))).sum()
 
@@ -344,7 +349,7 @@ def vcami_losses(nets: VCAMINets, x: torch.Tensor, x_aug: torch.Tensor, cfg: VCA
         p = log_p.exp()
         P = joint_posterior(p[:B], p[B:])
         out["p_min"] = P.min().detach()
-        out["cmi"] = -cluster_mi(p[:B], p[B:], cfg.eps_p, cfg.entropy_weight)
+        out["cmi"] = -joint_mi(P, cfg.eps_p, cfg.entropy_weight)
         if nets.over is not None:  # IIC's overclustering head, summed into L_CMI
             q = F.softmax(nets.over(z), 1)
             out["cmi"] = out["cmi"] - cluster_mi(q[:B], q[B:], cfg.eps_p, cfg.entropy_weight)
@@ -382,12 +387,23 @@ def encode_all(nets: VCAMINets, X: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return m, nets.posterior(m)
 
 
+def encode_eval(nets: VCAMINets, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`encode_all` in evaluation mode (running batch-norm statistics, not updated);
+    the networks' mode is restored after."""
+    was = nets.training
+    nets.eval()
+    try:
+        return encode_all(nets, X)
+    finally:
+        nets.train(was)
+
+
 @torch.no_grad()
 def init_mixture(nets: VCAMINets, X: torch.Tensor, floor: float = 1e-3) -> None:
-    """Start the latent mixture from one M-step on the codes m(x) with the head's
-    posteriors as responsibilities: component k is the head's cluster k, and its
+    """Start the latent mixture from one M-step on the codes m(x) (evaluation mode) with
+    the head's posteriors as responsibilities: component k is the head's cluster k, and its
     variances are floored at ``floor`` (an empty cluster gets the codes' variance)."""
-    m, log_p = encode_all(nets, X)
+    m, log_p = encode_eval(nets, X)
     r = log_p.exp()
     N_k = r.sum(0)
     mu_k = (r.T @ m) / N_k.clamp_min(1e-8)[:, None]
@@ -398,13 +414,17 @@ def init_mixture(nets: VCAMINets, X: torch.Tensor, floor: float = 1e-3) -> None:
     nets.log_var_k.copy_(var_k.clamp_min(floor).log())
 
 
+@torch.no_grad()
+def outputs_of(nets: VCAMINets, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(argmax of the head's p(c | m(x)), argmax of the mixture's p(k | m(x))) from one
+    encoding of X."""
+    m, log_p = encode_eval(nets, X)
+    return log_p.argmax(1), mixture_posterior(nets, m).argmax(1)
+
+
 def labels_of(nets: VCAMINets, X: torch.Tensor, output: str = "head") -> torch.Tensor:
     """argmax of the head's p(c | m(x)) or of the mixture's p(k | m(x))."""
-    was = nets.training
-    nets.eval()
-    m, log_p = encode_all(nets, X)
-    nets.train(was)
-    return (log_p if output == "head" else mixture_posterior(nets, m)).argmax(1)
+    return outputs_of(nets, X)[0 if output == "head" else 1]
 
 
 def train_vcami(X: torch.Tensor, cfg: VCAMIConfig, seed: int = 0, device="cpu",
@@ -441,9 +461,9 @@ def train_vcami(X: torch.Tensor, cfg: VCAMIConfig, seed: int = 0, device="cpu",
             print(f"VCAMI step {step}: {note}", flush=True)
 
     def log(epoch: int, losses: dict) -> None:
-        head = labels_of(nets, X, "head").cpu().numpy()
-        mixed = (labels_of(nets, X, "mixture").cpu().numpy()
-                 if mixture and epoch > cfg.gmm_start else None)
+        head, mixed = (t.cpu().numpy() for t in outputs_of(nets, X))
+        if not (mixture and epoch > cfg.gmm_start):
+            mixed = None
         lab = mixed if cfg.output == "mixture" and mixed is not None else head
         sizes = np.bincount(lab, minlength=K)
         extra = {"sizes": sizes.tolist()}
@@ -464,7 +484,6 @@ def train_vcami(X: torch.Tensor, cfg: VCAMIConfig, seed: int = 0, device="cpu",
     for epoch in progress(range(start + 1, cfg.epochs + 1), desc=f"VCAMI[{cfg.objective}]",
                           verbose=verbose):
         if mixture and epoch == cfg.gmm_start + 1:
-            nets.eval()  # the codes as evaluated (running batch-norm statistics, not updated)
             init_mixture(nets, X)
         terms = tuple(t for t in all_terms if t not in ("gmm", "reg") or epoch > cfg.gmm_start)
         window = LossWindow(unit="epoch")
@@ -526,13 +545,11 @@ class VCAMI(ConfiguredEstimator):
 
     def transform(self, X) -> np.ndarray:
         """The codes m(x), (N, latent_dim)."""
-        self.nets_.eval()
-        return encode_all(self.nets_, self._prepared(X))[0].cpu().numpy()
+        return encode_eval(self.nets_, self._prepared(X))[0].cpu().numpy()
 
     def predict_proba(self, X) -> np.ndarray:
         """The head's p(c | m(x)), (N, K)."""
-        self.nets_.eval()
-        return encode_all(self.nets_, self._prepared(X))[1].exp().cpu().numpy()
+        return encode_eval(self.nets_, self._prepared(X))[1].exp().cpu().numpy()
 
     def predict(self, X) -> np.ndarray:
         return labels_of(self.nets_, self._prepared(X), self.config_.output).cpu().numpy()
