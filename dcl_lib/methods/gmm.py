@@ -371,18 +371,17 @@ def _cov_shape(covariance_type: str, K: int, d: int) -> tuple[int, ...]:
     return {"full": (K, d, d), "tied": (d, d), "diag": (K, d), "spherical": (K,)}[covariance_type]
 
 
-def precisions_cholesky(Sigma: torch.Tensor, covariance_type: str) -> torch.Tensor:
-    """scikit-learn's ``precisions_cholesky_`` from the covariance parameter.
+def precisions_cholesky(cov: torch.Tensor, covariance_type: str) -> torch.Tensor:
+    """scikit-learn's ``precisions_cholesky_`` from what :func:`_params_to_cov` returns.
 
-    full / tied: the upper-triangular U with Sigma^{-1} = U U^T, U = L^{-T} for
-    Sigma = L L^T (the unique such U with a positive diagonal, so the one scikit-learn
-    also gets from a given precision matrix); diag / spherical: 1 / sqrt(var).
+    full / tied (``cov`` = L, Sigma = L L^T): the upper-triangular U with Sigma^{-1} = U U^T,
+    U = L^{-T} (the unique such U with a positive diagonal, so the one scikit-learn also gets
+    from a given precision matrix); diag / spherical (``cov`` = the variances): 1 / sqrt(var).
     """
     if covariance_type in ("diag", "spherical"):
-        return 1.0 / torch.sqrt(check_variances(Sigma))
-    S = Sigma if covariance_type == "full" else Sigma[None]
-    L = cholesky(S)
-    eye = torch.eye(S.shape[-1], dtype=S.dtype, device=S.device).expand_as(S)
+        return 1.0 / torch.sqrt(cov)
+    L = cov if covariance_type == "full" else cov[None]
+    eye = torch.eye(L.shape[-1], dtype=L.dtype, device=L.device).expand_as(L)
     U = torch.linalg.solve_triangular(L, eye, upper=False).transpose(1, 2)
     return U if covariance_type == "full" else U[0]
 
@@ -654,9 +653,11 @@ class GaussianMixture(ClusterEstimator):
         return self
 
     def _set_fitted(self, pi, mu, Sigma) -> None:
-        """The fitted parameters as tensors (for inference) and as scikit-learn's numpy
-        attributes, precisions included."""
-        U = precisions_cholesky(Sigma, self.covariance_type)
+        """The fitted parameters as tensors (for inference, with the Cholesky factors or
+        variances the E-step takes, computed once) and as scikit-learn's numpy attributes,
+        precisions included."""
+        self._cov = _params_to_cov(Sigma, self.covariance_type)  # raises if ill-defined
+        U = precisions_cholesky(self._cov, self.covariance_type)
         self._params = (pi / pi.sum(), mu, Sigma)
         self.weights_ = self._params[0].cpu().numpy()
         self.means_, self.covariances_ = mu.cpu().numpy(), Sigma.cpu().numpy()
@@ -689,9 +690,8 @@ class GaussianMixture(ClusterEstimator):
         return X
 
     def _log_resp_and_px(self, X):
-        pi, mu, Sigma = (p.to(X.device, X.dtype) for p in self._params)
-        return e_step(X, torch.log(pi), mu, _params_to_cov(Sigma, self.covariance_type),
-                      self.covariance_type)
+        pi, mu, cov = (p.to(X.device, X.dtype) for p in (*self._params[:2], self._cov))
+        return e_step(X, torch.log(pi), mu, cov, self.covariance_type)
 
     def _log_resp(self, X):
         return self._log_resp_and_px(X)[0]
