@@ -273,3 +273,52 @@ def test_generator_step_raises_the_critic_score_of_its_samples():
     update_generator_encoder(G, D, None, opt, 8, cfg, seeded_generator(3), "cpu")
     with torch.no_grad():
         assert float(D(G(z_n, z_c)).mean()) > before
+
+
+def test_gaussian_prior_restarts_keep_the_best_of_fresh_draws():
+    from dcl_lib.methods.clustergan import build_networks
+    torch.manual_seed(0)
+    cfg = ClusterGANConfig(n_clusters=0, dim_n=3, arch="mlp", hidden=16)
+    G, _, _ = build_networks(cfg, (2,), encoder=False)
+    x = torch.randn(40, 2)
+    z1, k1, l1 = backprop_decode(G, x, 3, 0, iters=5, seed=3)
+    z4, k4, l4 = backprop_decode(G, x, 3, 0, iters=5, seed=3, restarts=4)
+    # restart 0 is the single restart's draw, so four restarts can only lower each loss
+    assert (k1 == 0).all() and (l4 <= l1 + 1e-7).all() and (k4 > 0).any()
+    with pytest.raises(ValueError, match="restarts"):
+        backprop_decode(G, x, 3, 0, iters=1, restarts=0)
+    Gm, _, _ = build_networks(ClusterGANConfig(n_clusters=3, dim_n=2, arch="mlp", hidden=8),
+                              (2,), encoder=False)
+    with pytest.raises(ValueError, match="each of the 3 clusters"):
+        backprop_decode(Gm, x, 2, 3, iters=1, restarts=2)
+
+
+def test_line_of_blobs_is_standardised_and_balanced():
+    from dcl_lib.methods.clustergan import line_of_blobs
+    X, y = line_of_blobs(5000, 5, seed=1)
+    assert X.shape == (5000, 2) and X.dtype == torch.float32
+    assert torch.allclose(X.mean(0), torch.zeros(2), atol=1e-5)
+    assert abs(float(X.std()) - 1) < 1e-4  # one overall scale, not one per axis
+    assert float(X[:, 0].std()) > 3 * float(X[:, 1].std())  # the line stays a line
+    counts = torch.bincount(y, minlength=5)
+    assert counts.min() > 900
+    # the blobs sit in order along the first axis
+    means = torch.stack([X[y == k, 0].mean() for k in range(5)])
+    assert (means.diff() > 0).all()
+    assert torch.equal(line_of_blobs(100, 5, seed=1)[1], line_of_blobs(100, 5, seed=1)[1])
+    with pytest.raises(ValueError):
+        line_of_blobs(3, 5)
+
+
+def test_compare_priors_equal_budgets_on_the_toy():
+    from dcl_lib.methods.clustergan import TOY_CONFIG, compare_priors, line_of_blobs
+    import dataclasses
+    X, y = line_of_blobs(400, 3, seed=0)
+    cfg = dataclasses.replace(TOY_CONFIG, n_clusters=3, iterations=20, hidden=16)
+    r = compare_priors(X, y, cfg, seed=0, decode_iters=5, n_decode=100)
+    assert r["mixed"]["z"].shape == (100, cfg.dim_n + 3)  # z_n and the winning one-hot
+    assert r["normal"]["z"].shape == (100, cfg.dim_n + 3)  # all continuous
+    assert set(r["mixed"]["labels"].tolist()) <= {0, 1, 2}
+    assert len(r["encoder"]["labels"]) == 400
+    for key in ("mixed", "normal", "encoder"):
+        assert 0 <= r[key]["acc"] <= 1
