@@ -419,7 +419,8 @@ def compare_priors(X: torch.Tensor, y: torch.Tensor, cfg: ClusterGANConfig, seed
       encoder's argmax on all points for comparison;
     * Gaussian: the K restarts are fresh draws of z; k-means on the winning latents.
 
-    Returns the networks, decoded latents, labels and ACC / NMI / ARI of each."""
+    Returns the networks (E is None for the Gaussian prior), decoded latents, labels and
+    ACC / NMI / ARI of each."""
     K = cfg.n_clusters
     out = {}
     for prior in ("mixed", "normal"):
@@ -437,7 +438,7 @@ def compare_priors(X: torch.Tensor, y: torch.Tensor, cfg: ClusterGANConfig, seed
                                          seed=seed, restarts=K)
             labels = torch.as_tensor(KMeans(K, n_init=10, random_state=seed)
                                      .fit(z.double().cpu()).labels_)
-        out[prior] = {"G": G, "z": z.cpu(), "labels": labels.cpu(), "loss": float(loss.mean()),
+        out[prior] = {"G": G, "E": E, "z": z.cpu(), "labels": labels.cpu(), "loss": float(loss.mean()),
                       "seconds": time.perf_counter() - t0, **evaluate(y[:n_decode], labels.cpu())}
     return out
 
