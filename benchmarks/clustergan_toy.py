@@ -10,7 +10,7 @@ decoded latents.  k-means on the points themselves is the reference.
 
 Writes ``results/benchmarks/clustergan_toy.json``.
 
-    python benchmarks/clustergan_toy.py --seeds 0 1 2 3 4
+    python benchmarks/clustergan_toy.py --seeds 0 1 2 3 4   # 25 s per seed on 2 CPU cores
 """
 from __future__ import annotations
 
