@@ -202,3 +202,23 @@ class BatchedMLP(nn.Module):
             if i < n - 1:
                 x = self.act(x)
         return self.last_act(x) if self.last_act is not None else x
+
+
+class PerComponent(nn.Module):
+    """K independent networks behind the batched interface of :class:`BatchedMLP`:
+    input (K, B, ...) -> output (K, B, ...), network k sees only row k.  For networks
+    (convolutions, batch normalisation) that do not stack into one matmul; the K calls
+    run in a loop."""
+
+    def __init__(self, models: Sequence[nn.Module]):
+        super().__init__()
+        if len(models) < 1:
+            raise ValueError("PerComponent needs at least one network")
+        self.models = nn.ModuleList(models)
+        self.n_models = len(self.models)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] != self.n_models:
+            raise ValueError(f"expected {self.n_models} rows of inputs (K, B, ...), got {x.shape[0]}")
+        return torch.stack([m(x[k]) for k, m in enumerate(self.models)])  # (K, B, ...)
+

@@ -216,3 +216,83 @@ def test_fit_on_images_trains_the_autoencoder_and_predicts_new_images():
     x = torch.rand(60, 1, 4, 4)  # synthetic: the code path, not a clustering result
     est = GANMM(3, CFG, random_state=0).fit(x)
     assert est.predict(x).shape == (60,) and est.sample_images(2).shape == (3, 2, 16)
+
+
+RAW = dataclasses.replace(CFG, variant="raw", raw_z_dim=6, raw_hidden=16, raw_channels=(2, 4))
+
+
+def _images(n=30, seed=0):
+    """Synthetic 8x8 'images' in [0, 1], three bright quadrants: code paths only."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(3).repeat_interleave(n // 3)
+    x = 0.2 * torch.rand(n, 1, 8, 8, generator=g)
+    for k, (r, c) in enumerate([(0, 0), (0, 4), (4, 0)]):
+        x[y == k, :, r:r + 4, c:c + 4] += 0.7
+    return x.clamp(0, 1), y
+
+
+def test_per_component_rows_are_independent():
+    from dcl_lib.nets import PerComponent
+    torch.manual_seed(0)
+    net = PerComponent([nn.Linear(4, 2) for _ in range(3)])
+    x = torch.randn(3, 5, 4)
+    out = net(x)
+    for k in range(3):  # row k is network k applied to x[k], nothing else
+        assert torch.allclose(out[k], net.models[k](x[k]))
+    x2 = x.clone()
+    x2[1] += 1.0
+    assert torch.equal(net(x2)[0], out[0]) and torch.equal(net(x2)[2], out[2])
+    with pytest.raises(ValueError, match="expected 3 rows"):
+        net(torch.randn(2, 5, 4))
+
+
+def test_raw_variant_players_step_on_images():
+    from dcl_lib.methods.ganmm import RawGANMMNets, build_nets
+    torch.manual_seed(0)
+    nets = build_nets(RAW, (1, 8, 8))
+    assert isinstance(nets, RawGANMMNets)
+    g = seeded_generator(0)
+    with torch.no_grad():
+        fake = nets.sample(4, g)
+    assert fake.shape == (3, 4, 1, 8, 8) and 0 <= float(fake.min()) and float(fake.max()) <= 1
+    x, _ = _images()
+    real = x[:12].view(3, 4, 1, 8, 8)
+    opt_d = torch.optim.Adam(nets.D.parameters(), 1e-3)
+    before = [p.detach().clone() for p in nets.D.models[1].parameters()]
+    per_k = update_critics(nets, opt_d, real, dataclasses.replace(RAW, gan_batch=4), g)
+    assert per_k.shape == (3,) and torch.isfinite(per_k).all()
+    assert any(not torch.equal(a, b) for a, b in zip(before, nets.D.models[1].parameters()))
+    opt_g = torch.optim.Adam(nets.G.parameters(), 1e-3)
+    assert update_generators(nets, opt_g, dataclasses.replace(RAW, gan_batch=4), g).shape == (3,)
+    opt_c = torch.optim.Adam(nets.C.parameters(), 1e-3)
+    loss = update_classifier(nets, opt_c, dataclasses.replace(RAW, gan_batch=4), g)
+    assert torch.isfinite(loss) and nets.posterior(x).shape == (30, 3)
+    with pytest.raises(ValueError, match="needs images"):
+        build_nets(RAW, (64,))
+    with pytest.raises(ValueError, match="clusters codes"):
+        build_nets(CFG, (1, 8, 8))
+
+
+def test_raw_variant_fit_is_deterministic_and_reloads(tmp_path):
+    from dcl_lib.methods.ganmm import _INT8_MIN, _reload
+    from dcl_lib.train import compact_state
+    x, y = _images()
+    a = GANMM(3, RAW, random_state=0).fit(x, y_eval=y)
+    b = GANMM(3, RAW, random_state=0).fit(x)
+    assert np.array_equal(a.labels_, b.labels_)  # same seed, same labels (CPU)
+    assert np.array_equal(a.predict(x), a.labels_) and a.autoencoder_ is None
+    assert "sizes" in a.history_.series
+    ck = {"classifier": compact_state(a.nets_.C, int8_min_numel=_INT8_MIN)}
+
+    class _Data:
+        pass
+    data = _Data()
+    data.x = x
+    again = _reload(ck, data, RAW, "cpu")  # the checkpoint's classifier gives the labels
+    assert (again == a.labels_).mean() >= 0.9  # half precision may move a near-tie
+    with pytest.raises(ValueError, match=r"scaled to \[0, 1\]"):
+        GANMM(3, RAW).fit(x * 255)
+    with pytest.raises(ValueError, match="needs images"):
+        GANMM(3, RAW).fit(x.flatten(1))
+    with pytest.raises(ValueError, match="expected images of shape"):
+        a.predict(torch.rand(5, 1, 12, 12))

@@ -16,6 +16,10 @@ with logits and ``F.cross_entropy`` instead of the official double softmax, an E
 all the data every ``estep_every`` iterations instead of per streamed minibatch, and the
 sigma_t out-of-cluster points drawn with replacement.
 
+The raw variant (``variant="raw"``) clusters the images themselves: K convolutional
+generators and critics (:class:`~dcl_lib.nets.PerComponent` gives them the same (K, B, ...)
+interface, so the players' steps and the loop are shared) and a convolutional classifier.
+
 Order: config -> networks -> the three players' steps -> the ε-E step -> the loop ->
 estimator -> runner entry.
 """
@@ -30,13 +34,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..gan import gradient_penalty, sample_normal
-from ..nets import BatchedMLP, mlp
-from ..train import (History, LossWindow, TrainState, batched, compact_state, make_adam, progress,
-                     seeded_generator)
+from ..nets import BatchedMLP, ConvGenerator, ConvHead, PerComponent, mlp
+from ..train import (History, LossWindow, TrainState, batched, compact_state,
+                     load_compact_state, make_adam, progress, seeded_generator)
 from .autoencoder import AutoencoderConfig, codes_from_checkpoint, encode, train_autoencoder
 from .base import ConfiguredEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters
 
-__all__ = ["GANMMConfig", "GANMMNets", "update_critics", "update_generators", "update_classifier",
+__all__ = ["GANMMConfig", "GANMMNets", "RawGANMMNets", "build_nets", "update_critics", "update_generators", "update_classifier",
            "sigma_at", "EStep", "initial_labels", "train_ganmm", "GANMM", "standardize"]
 
 
@@ -50,8 +54,8 @@ class GANMMConfig(AutoencoderConfig):
     the mixture of GANs', then the Gaussian mixture fitted on the same embedding."""
 
     n_clusters: int = 10
-    variant: str = "embedded"      # the autoencoder's codes (the only variant implemented)
-    z_dim: int = 64                # official (SAE nets)
+    variant: str = "embedded"      # "embedded": the autoencoder's codes; "raw": the pixels
+    z_dim: int = 64                # official (SAE nets); the raw variant uses raw_z_dim
     gan_hidden: int = 32           # official SAE nets: G 64-32-d, D d-32-1, C d-32-K
     gan_depth: int = 1             # hidden layers of G, D and C (official: 1)
     gan_batch: int = 50            # per component, official
@@ -76,6 +80,12 @@ class GANMMConfig(AutoencoderConfig):
     hold_iters: int = 200          # after a reseed, the partition is held this long
     eval_every: int = 500
     gmm_n_init: int = 5            # the Gaussian mixture on the same embedding (the comparison)
+    # the raw variant: K convolutional generators and critics and a convolutional classifier
+    # on the images (the library's ClusterGAN-sized nets, 4x4 kernels; official: DCGAN-like
+    # 5x5 nets with z in R^128).  No autoencoder and no Gaussian-mixture comparison.
+    raw_z_dim: int = 128           # official raw MNIST
+    raw_hidden: int = 1024
+    raw_channels: tuple[int, int] = (64, 128)
 
     profiles = {
         # quick: the GMM chapter's quick autoencoder on 10,000 images, a shorter loop
@@ -85,9 +95,8 @@ class GANMMConfig(AutoencoderConfig):
     }
 
     def validate(self) -> None:
-        if self.variant != "embedded":
-            raise ValueError(f"variant must be 'embedded' (the raw-pixel variant is not implemented "
-                             f"yet), got {self.variant!r}")
+        if self.variant not in ("embedded", "raw"):
+            raise ValueError(f"variant must be 'embedded' or 'raw', got {self.variant!r}")
         if self.lipschitz not in ("gp", "clip"):
             raise ValueError(f"lipschitz must be 'gp' or 'clip', got {self.lipschitz!r}")
         if self.init not in ("kmeans", "random"):
@@ -139,14 +148,46 @@ class GANMMNets(nn.Module):
         self.C = mlp([dim, *h, n_clusters])
 
     def sample(self, n: int, g: torch.Generator) -> torch.Tensor:
-        """n samples from every generator: (K, n, d)."""
-        dev = self.G.weights[0].device
+        """n samples from every generator: (K, n, d) (images: (K, n, C, H, W))."""
+        dev = next(self.G.parameters()).device
         z = sample_normal(self.n_clusters * n, self.z_dim, g, device=dev)
         return self.G(z.view(self.n_clusters, n, self.z_dim))
 
     def posterior(self, Z: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
         """C(x) = softmax of the classifier's logits for every row of Z: (N, K)."""
         return torch.softmax(batched(self.C, Z, batch_size, nets=(self.C,)), 1)
+
+
+class RawGANMMNets(GANMMNets):
+    """The raw variant: G_k z -> image, D_k image -> score, C image -> K logits, with the
+    library's convolutional nets (:class:`~dcl_lib.nets.ConvGenerator`, ``ConvHead``).
+    The K generators and critics sit behind the same (K, B, ...) interface as the
+    embedded variant's batched MLPs (:class:`~dcl_lib.nets.PerComponent`), so the
+    players' steps and the loop are shared."""
+
+    def __init__(self, n_clusters: int, image_shape: tuple[int, ...], z_dim: int = 128,
+                 hidden: int = 1024, channels: tuple[int, int] = (64, 128)):
+        nn.Module.__init__(self)
+        if len(image_shape) != 3:
+            raise ValueError(f"the raw variant needs images (C, H, W), got samples of shape "
+                             f"{tuple(image_shape)}")
+        self.n_clusters, self.dim, self.z_dim = n_clusters, tuple(image_shape), z_dim
+        self.G = PerComponent([ConvGenerator(z_dim, image_shape, hidden, channels)
+                               for _ in range(n_clusters)])
+        self.D = PerComponent([ConvHead(image_shape, 1, hidden, channels)
+                               for _ in range(n_clusters)])
+        self.C = ConvHead(image_shape, n_clusters, hidden, channels)
+
+
+def build_nets(cfg: "GANMMConfig", sample_shape: tuple[int, ...]) -> GANMMNets:
+    """The variant's networks for data whose samples have shape ``sample_shape``."""
+    if cfg.variant == "raw":
+        return RawGANMMNets(cfg.n_clusters, tuple(sample_shape), cfg.raw_z_dim, cfg.raw_hidden,
+                            cfg.raw_channels)
+    if len(sample_shape) != 1:
+        raise ValueError(f"the embedded variant clusters codes (N, d), got samples of shape "
+                         f"{tuple(sample_shape)}")
+    return GANMMNets(cfg.n_clusters, sample_shape[0], cfg.z_dim, cfg.gan_hidden, cfg.gan_depth)
 
 
 # ---------------------------------------------------------------------------
@@ -201,7 +242,7 @@ def update_classifier(nets: GANMMNets, opt_c, cfg: GANMMConfig, g: torch.Generat
         fake = nets.sample(cfg.gan_batch, g)  # (K, B, d)
     K, B = fake.shape[:2]
     k = torch.arange(K, device=fake.device).repeat_interleave(B)
-    loss = F.cross_entropy(nets.C(fake.reshape(K * B, -1)), k)
+    loss = F.cross_entropy(nets.C(fake.flatten(0, 1)), k)  # (K B, ...) -> logits
     opt_c.zero_grad(set_to_none=True)
     loss.backward()
     opt_c.step()
@@ -270,7 +311,7 @@ def initial_labels(Z: torch.Tensor, K: int, how: str, seed: int) -> torch.Tensor
         return labels.to(Z.device)
     from .kmeans import KMeans
 
-    km = KMeans(K, n_init=10, random_state=seed, device=Z.device).fit(Z.double())
+    km = KMeans(K, n_init=10, random_state=seed, device=Z.device).fit(Z.flatten(1).double())
     return torch.as_tensor(km.labels_, device=Z.device).long()
 
 
@@ -293,7 +334,8 @@ def _reseed(labels: torch.Tensor, Z: torch.Tensor, k: int, seed: int) -> tuple[t
     sizes = torch.bincount(labels, minlength=max(int(labels.max()) + 1, k + 1))
     j = int(sizes.argmax())
     idx = torch.nonzero(labels == j).flatten()
-    halves = KMeans(2, n_init=3, random_state=seed, device=Z.device).fit(Z[idx].double()).labels_
+    halves = KMeans(2, n_init=3, random_state=seed, device=Z.device).fit(
+        Z[idx].flatten(1).double()).labels_
     labels = labels.clone()
     labels[idx[torch.as_tensor(halves, device=Z.device) == 1]] = k
     return labels, j
@@ -303,7 +345,8 @@ def train_ganmm(Z: torch.Tensor, cfg: GANMMConfig, seed: int = 0, device="cpu",
                 y: torch.Tensor | None = None, state: TrainState | None = None,
                 verbose: bool = True, init_labels: torch.Tensor | None = None
                 ) -> tuple[GANMMNets, History]:
-    """GANMM on standardized codes Z (N, d): initial partition, pre-training, ε-EM.
+    """GANMM on standardized codes Z (N, d), or on images (N, C, H, W) in [0, 1] for the
+    raw variant: initial partition, pre-training, ε-EM.
 
     ``y`` only logs ACC / purity / NMI / ARI and the cluster sizes at each evaluation;
     ``init_labels`` (N,) replaces the initial partition of ``cfg.init``.
@@ -319,7 +362,7 @@ def train_ganmm(Z: torch.Tensor, cfg: GANMMConfig, seed: int = 0, device="cpu",
     state = state or TrainState()
     g = seeded_generator(seed, device)
     torch.manual_seed(seed)
-    nets = GANMMNets(K, Z.shape[1], cfg.z_dim, cfg.gan_hidden, cfg.gan_depth).to(device)
+    nets = build_nets(cfg, tuple(Z.shape[1:])).to(device)
     # foreach: one kernel per step for all of a player's tensors, on the CPU too (the
     # players are small: per-tensor Adam would dominate their steps)
     multi = {"foreach": True} if device.type == "cpu" else {}  # CUDA: make_adam's fused kernel
@@ -423,15 +466,35 @@ class GANMM(ConfiguredEstimator):
         X = as_tensor(X, dtype=torch.float32, ndim=(2, 3, 4))  # flat rows or images
         check_n_clusters(self.n_clusters, len(X))
         dev = self._device()
+        if cfg.variant == "raw":
+            return self._fit_raw(X, cfg, dev, y_eval, state)
         ae, self.autoencoder_history_ = train_autoencoder(X.reshape(len(X), -1), cfg.autoencoder(),
                                                           self.random_state, dev, verbose=self.verbose)
         self.autoencoder_ = ae
         return self.fit_embedding(encode(ae, X.reshape(len(X), -1)), ae.decoder, y_eval=y_eval,
                                   state=state)
 
+    def _fit_raw(self, X, cfg, dev, y_eval, state):
+        """The raw variant: GANMM on the images themselves (N, C, H, W) in [0, 1]."""
+        if X.dim() != 4:
+            raise ValueError(f"the raw variant needs images (N, C, H, W), got shape {tuple(X.shape)}")
+        if float(X.min()) < 0 or float(X.max()) > 1:
+            raise ValueError("the raw variant needs images scaled to [0, 1] (its generators end "
+                             "in a sigmoid)")
+        y = None if y_eval is None else torch.as_tensor(np.asarray(y_eval))
+        self.nets_, self.history_ = train_ganmm(X, cfg, self.random_state, dev, y, state,
+                                                self.verbose)
+        self.config_, self.n_features_in_ = cfg, int(np.prod(X.shape[1:]))
+        self.autoencoder_ = self.decoder_ = None
+        self.labels_ = self.nets_.posterior(X.to(dev)).argmax(1).cpu().numpy()
+        return self
+
     def fit_embedding(self, Z, decoder: nn.Module | None = None, y_eval=None,
                       state: TrainState | None = None):
         cfg = self._cfg()
+        if cfg.variant == "raw":
+            raise ValueError("fit_embedding clusters codes; the raw variant clusters images: "
+                             "use fit(X) with images (N, C, H, W)")
         Z = as_tensor(Z, dtype=torch.float32, ndim=(2,))
         check_n_clusters(self.n_clusters, len(Z))
         if decoder is not None:
@@ -458,8 +521,14 @@ class GANMM(ConfiguredEstimator):
         return self.nets_.posterior(Zs).argmax(1).cpu().numpy()
 
     def predict(self, X) -> np.ndarray:
-        self._check_fitted("autoencoder_")
+        self._check_fitted("nets_")
         X = as_tensor(X, dtype=torch.float32, ndim=(2, 3, 4))
+        if self.config_.variant == "raw":
+            if tuple(X.shape[1:]) != self.nets_.dim:
+                raise ValueError(f"expected images of shape {self.nets_.dim}, got {tuple(X.shape[1:])}")
+            dev = next(self.nets_.parameters()).device
+            return self.nets_.posterior(X.to(dev)).argmax(1).cpu().numpy()
+        self._check_fitted("autoencoder_")
         return self.predict_embedding(encode(self.autoencoder_, X.reshape(len(X), -1)))
 
     @torch.no_grad()
@@ -491,6 +560,12 @@ def _fit(data, cfg: GANMMConfig, ctx: RunContext) -> FitResult:
     from .gmm import GaussianMixture
 
     est = GANMM(cfg.n_clusters, cfg, ctx.seed, ctx.device, ctx.verbose)
+    if cfg.variant == "raw":  # no autoencoder, no Gaussian mixture on 784 pixels
+        est.fit(data.x, y_eval=data.y, state=ctx.state)
+        # the checkpoint keeps the classifier, which assigns the clusters (int8 rows for its
+        # large matrices); the 2K generators and critics would be ~100x larger
+        state = {"classifier": compact_state(est.nets_.C, int8_min_numel=_INT8_MIN)}
+        return FitResult(est.labels_, state, est.history_.to_dict(), {})
     est.fit(data.flat(), y_eval=data.y, state=ctx.state)
     # the comparison the chapter makes: a Gaussian mixture on the same codes, same run
     gm = GaussianMixture(cfg.n_clusters, covariance_type="full", n_init=cfg.gmm_n_init,
@@ -505,7 +580,15 @@ def _fit(data, cfg: GANMMConfig, ctx: RunContext) -> FitResult:
     return FitResult(est.labels_, state, hist, extra)
 
 
+_INT8_MIN = 65536  # weights with at least this many entries are stored as int8 rows
+
+
 def _reload(ck, data, cfg: GANMMConfig, device) -> np.ndarray:
+    if cfg.variant == "raw":
+        C = ConvHead(tuple(data.x.shape[1:]), cfg.n_clusters, cfg.raw_hidden, cfg.raw_channels)
+        load_compact_state(C, ck["classifier"])
+        logits = batched(C.to(device), data.x.to(device), 4096, nets=(C,))
+        return logits.argmax(1).cpu().numpy()
     nets = GANMMNets(cfg.n_clusters, cfg.latent_dim, cfg.z_dim, cfg.gan_hidden, cfg.gan_depth)
     nets.load_state_dict(ck["ganmm"])
     Z = codes_from_checkpoint(ck["encoder"], data.flat(), cfg, device)
