@@ -4,7 +4,8 @@ Pretrains DEPICT's network once on the quick profile's 10,000 MNIST images (or l
 committed export given by ``--pretrained``), then runs variants of the clustering phases
 from that same network and records ACC after every epoch: the quick profile as it is
 (warm-up on the k-means labels, DEC's target), without the warm-up, with the official
-learning rate 1e-4, with the paper's target, with a fresh optimiser.  Writes
+learning rate 1e-4, with the paper's target, with DEC's target without its balance term,
+and with the head left at its random initialisation.  Writes
 ``results/benchmarks/depict_clustering_phases.json`` (read by the DEPICT chapter).
 
     DCL_DATA_MIRROR=../shared/data python benchmarks/depict_clustering_phases.py \\
@@ -38,17 +39,33 @@ VARIANTS = {  # name -> changes to the quick profile's clustering phases
     "official lr 1e-4": {"lr": 1e-4},
     "no warm-up, lr 1e-4": {"warmup_epochs": 0, "lr": 1e-4},
     "paper's target (sqrt)": {"target": "sqrt"},
+    # two choices of this script, not config fields: the target without its balance
+    # term (q_ik ∝ p_ik^2, rows normalised, no division by the cluster frequency), and a
+    # head left at its random initialisation instead of the k-means centroids
+    "no balance term (q ∝ p², rows only)": {"_target": "sharpen"},
+    "random head (no k-means centroids)": {"_head": "random"},
 }
 
 
+def target(p: torch.Tensor, cfg: DepictConfig, kind: str | None) -> torch.Tensor:
+    """The library's target, or (``kind="sharpen"``) DEC's target without the division by
+    the cluster frequency: only the squaring, which sharpens and does not balance."""
+    if kind == "sharpen":
+        q = p * p
+        return q / q.sum(1, keepdim=True)
+    return depict_target(p, cfg.target)
+
+
 def clustering_phases(net: DepictNet, X: torch.Tensor, y: torch.Tensor, init: torch.Tensor,
-                      centres: torch.Tensor, cfg: DepictConfig, epochs: int, seed: int) -> list[float]:
+                      centres: torch.Tensor, cfg: DepictConfig, epochs: int, seed: int,
+                      target_kind: str | None = None, head: str = "centroids") -> list[float]:
     """DEPICT's steps (2)-(4) from a pretrained ``net``: ACC after each epoch, the first
     entry being the head's initial ACC."""
     torch.manual_seed(seed)
     g = seeded_generator(seed)
     opt = make_adam(net.parameters(), cfg.lr, "cpu")
-    net.init_head(centres)
+    if head == "centroids":
+        net.init_head(centres)
     accs = [cluster_acc(y, cluster_pass(net, X)[1].argmax(1))]
     best, bad = -1.0, 0
     for _ in range(cfg.warmup_epochs):  # warm-up on the hard k-means labels
@@ -60,12 +77,12 @@ def clustering_phases(net: DepictNet, X: torch.Tensor, y: torch.Tensor, init: to
         accs.append(cluster_acc(y, p.argmax(1)))
         score = nmi(init, p.argmax(1))
         best, bad = (score, 0) if score > best else (best, bad + 1)
-    q = depict_target(cluster_pass(net, X)[1], cfg.target)
+    q = target(cluster_pass(net, X)[1], cfg, target_kind)
     for _ in range(epochs):  # the main loop
         for b in minibatches(len(X), cfg.batch_size, g):
             update_network(net, opt, X[b], cfg, q[b])
         p = cluster_pass(net, X)[1]
-        q = depict_target(p, cfg.target)
+        q = target(p, cfg, target_kind)
         accs.append(cluster_acc(y, p.argmax(1)))
     return accs
 
@@ -96,8 +113,10 @@ def main(argv=None) -> dict:
     record = {"pretrained": a.pretrained, "kmeans_on_embedding_acc": cluster_acc(y, km.labels_),
               "epochs": a.epochs, "variants": {}}
     for name, changes in VARIANTS.items():
-        cfg = dataclasses.replace(quick, **changes)
-        accs = clustering_phases(copy.deepcopy(net), X, y, init, centres, cfg, a.epochs, seed=1)
+        cfg = dataclasses.replace(quick, **{k: v for k, v in changes.items() if k[0] != "_"})
+        accs = clustering_phases(copy.deepcopy(net), X, y, init, centres, cfg, a.epochs, seed=1,
+                                 target_kind=changes.get("_target"),
+                                 head=changes.get("_head", "centroids"))
         record["variants"][name] = {"changes": changes, "acc": accs}
         print(f"{name:36s} start {accs[0]:.4f}  end {accs[-1]:.4f}  best {max(accs):.4f}", flush=True)
     record.update({"device": device_name(torch.device("cpu")), "torch": torch.__version__,
