@@ -51,6 +51,12 @@ TARGETS: dict[str, tuple[str, ...]] = {
     # not yet timed on a GPU: a run cut by its budget still records the ACC it reached and
     # its time to each accuracy (the runner's time_to_acc), which the schedule needs first
     "vcami": ("mnist", "fashion-mnist"),
+    # GANMM's raw-pixel variant (the embedded one runs on the CPU): never run at scale
+    "ganmm-raw": ("mnist",),
+}
+# A target that is a variant of a method: (method, config fields set, file-name tag)
+VARIANTS: dict[str, tuple[str, tuple[tuple[str, Any], ...], str]] = {
+    "ganmm-raw": ("ganmm", (("variant", "raw"),), "raw"),
 }
 SEEDS = (0, 1, 2)
 BENCH_N = (100_000, 1_000_000)  # EM on the GPU against scikit-learn
@@ -62,6 +68,8 @@ DRY = {
                    "batch_size": 16},
     "vcami": {"epochs": 1, "channels": (4, 8), "hidden": 16, "latent_dim": 4,
               "critic_hidden": 8, "batch_size": 64},
+    "ganmm-raw": {"raw_hidden": 16, "raw_channels": (2, 4), "raw_z_dim": 4, "pretrain_iters": 2,
+                  "iterations": 4, "eval_every": 2},
 }
 MAX_ARCHIVE_BYTES = 15 * 2**20  # the device returns files of at most 16 MiB ...
 MAX_ARCHIVES = 7                # ... and at most 8 of them: 7 archives + summary.json
@@ -78,26 +86,40 @@ class Job:
     dataset: str = ""
     seed: int = 0
     n: int = 0                # benchmark size
+    tag: str = ""             # a method's variant: its file-name tag ...
+    sets: tuple[tuple[str, Any], ...] = ()  # ... and the config fields it sets
+
+    @property
+    def target(self) -> str:
+        """The key of TARGETS (and DRY) this job belongs to."""
+        return f"{self.method}-{self.tag}" if self.tag else self.method
 
     def result_path(self, results: Path) -> Path:
         if self.kind == "bench":
             return results / "benchmarks" / f"gmm_em_cuda_n{self.n}.json"
-        return results / self.method / f"{self.dataset}-all-full-seed{self.seed}.json"
+        tag = f"-{self.tag}" if self.tag else ""
+        return results / self.method / f"{self.dataset}-all-full-seed{self.seed}{tag}.json"
+
+
+def _run(target: str, dataset: str, seed: int, tier: int) -> Job:
+    method, sets, tag = VARIANTS.get(target, (target, (), ""))
+    return Job("run", f"{target}-{dataset}-seed{seed}", tier, method, dataset, seed, tag=tag,
+               sets=sets)
 
 
 def plan() -> list[Job]:
     """Every job the book wants from a GPU, in priority order."""
     jobs = []
-    for method, datasets in TARGETS.items():
-        jobs.append(Job("run", f"{method}-{datasets[0]}-seed0", 0, method, datasets[0], 0))
+    for target, datasets in TARGETS.items():
+        jobs.append(_run(target, datasets[0], 0, 0))
     for n in BENCH_N:
         jobs.append(Job("bench", f"gmm-em-n{n}", 1, n=n))
     for seed in SEEDS[1:]:
-        for method, datasets in TARGETS.items():
-            jobs.append(Job("run", f"{method}-{datasets[0]}-seed{seed}", 2, method, datasets[0], seed))
-    for method, datasets in TARGETS.items():
+        for target, datasets in TARGETS.items():
+            jobs.append(_run(target, datasets[0], seed, 2))
+    for target, datasets in TARGETS.items():
         for d in datasets[1:]:
-            jobs.append(Job("run", f"{method}-{d}-seed0", 3, method, d, 0))
+            jobs.append(_run(target, d, 0, 3))
     return sorted(jobs, key=lambda j: j.tier)  # stable: keeps the order within a tier
 
 
@@ -144,12 +166,17 @@ def _command(job: Job, work: Path, budget_s: float, dry: bool) -> list[str]:
     args = [sys.executable, "-m", "dcl_lib", "run", job.method, "--profile", "full",
             "--seed", str(job.seed), "--out", str(work / "results"), "--no-state",
             "--budget-s", f"{budget_s:.0f}"]
+    for k, v in job.sets:
+        args += ["--set", f"{k}={v!r}"]
     if dry:
-        args += ["--dataset", "digits", "--device", "cpu", "--tag", f"dry-{job.dataset}"]
-        for k, v in DRY[job.method].items():
+        tag = f"{job.tag}-dry-{job.dataset}" if job.tag else f"dry-{job.dataset}"
+        args += ["--dataset", "digits", "--device", "cpu", "--tag", tag]
+        for k, v in DRY[job.target].items():
             args += ["--set", f"{k}={v!r}"]
     else:
         args += ["--dataset", job.dataset, "--device", "cuda"]
+        if job.tag:
+            args += ["--tag", job.tag]
     return args
 
 
@@ -238,7 +265,9 @@ def _summarise(procs, skipped, work, budget_s, parallel, dry_run, wall, no_data=
                 row.update({k: rec.get(k) for k in ("ours_s_per_iter", "sklearn_s_per_iter",
                                                     "lower_bound_rel_diff", "device")})
             elif p.job.kind == "run" and rec.get("method") == p.job.method \
-                    and rec.get("seed") == p.job.seed and (rec.get("dataset") == p.job.dataset
+                    and rec.get("seed") == p.job.seed \
+                    and (not p.job.tag or f"-{p.job.tag}" in path.stem) \
+                    and (rec.get("dataset") == p.job.dataset
                                                            or (rec.get("command") or "").endswith(
                                                                f"dry-{p.job.dataset}")):
                 row.update({"file": path.name, "acc": rec["metrics"]["acc"],

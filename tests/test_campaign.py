@@ -15,12 +15,29 @@ def test_plan_priority_and_outstanding(tmp_path):
     tiers = [j.tier for j in jobs]
     assert tiers == sorted(tiers)
     assert [j.name for j in jobs if j.tier == 0] == ["depict-mnist-seed0", "clustergan-mnist-seed0",
-                                                     "vcami-mnist-seed0"]
+                                                     "vcami-mnist-seed0", "ganmm-raw-mnist-seed0"]
     assert {j.n for j in jobs if j.kind == "bench"} == {100_000, 1_000_000}
     (tmp_path / "depict").mkdir()
     (tmp_path / "depict" / "mnist-all-full-seed0.json").write_text("{}")
     names = [j.name for j in outstanding(tmp_path)]
     assert "depict-mnist-seed0" not in names and "clustergan-mnist-seed0" in names
+    # a variant has its own file: the embedded GANMM's results do not stand in for it
+    raw = next(j for j in jobs if j.name == "ganmm-raw-mnist-seed0")
+    assert raw.method == "ganmm" and raw.result_path(tmp_path).name == "mnist-all-full-seed0-raw.json"
+    (tmp_path / "ganmm").mkdir()
+    (tmp_path / "ganmm" / "mnist-all-full-seed0.json").write_text("{}")
+    assert "ganmm-raw-mnist-seed0" in [j.name for j in outstanding(tmp_path)]
+
+
+def test_a_variant_job_sets_its_fields_and_tag():
+    from pathlib import Path
+    from dcl_lib.campaign import _command
+    raw = next(j for j in plan() if j.name == "ganmm-raw-mnist-seed0")
+    cmd = _command(raw, Path("/w"), 300, dry=False)
+    assert cmd[cmd.index("--tag") + 1] == "raw" and "variant='raw'" in cmd
+    dry = _command(raw, Path("/w"), 300, dry=True)
+    assert dry[dry.index("--tag") + 1] == "raw-dry-mnist" and "variant='raw'" in dry
+    assert "raw_hidden=16" in dry  # the tiny settings of its own DRY entry
 
 
 @pytest.mark.skipif(git_commit().endswith("+dirty"), reason="collect refuses results of a dirty tree")
@@ -78,6 +95,7 @@ def test_a_run_cut_by_its_budget_is_outstanding_in_its_place(tmp_path):
     _result(tmp_path / "depict" / "mnist-all-full-seed0.json", stopped_at=208)
     _result(tmp_path / "clustergan" / "mnist-all-full-seed0.json")  # complete
     _result(tmp_path / "vcami" / "mnist-all-full-seed0.json")  # complete
+    _result(tmp_path / "ganmm" / "mnist-all-full-seed0-raw.json")  # complete
     names = [j.name for j in outstanding(tmp_path)]
     assert "clustergan-mnist-seed0" not in names and "vcami-mnist-seed0" not in names
     assert names[0] == "depict-mnist-seed0" and names[1] == "gmm-em-n100000"
