@@ -60,7 +60,7 @@ def main(argv=None):
         "n_decode": 1000, "kmeans_on_points": {m: round(float(v), 4) for m, v in
                                                evaluate(y, km.labels_).items()},
         "runs": runs, "threads": args.threads, "device": device_name(torch.device("cpu")),
-        "versions": _versions(), "commit": git_commit()})
+        "versions": _versions(), "git_commit": git_commit()})
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ RETIRED_FIELDS: dict[str, dict[str, str]] = {
 ADDED_FIELDS: dict[str, dict[str, Any]] = {
     "gmm-ae": {"weight_decay": 0.0, "input_dropout": 0.2},
     "clustergan": {"arch": "conv", "cuda_graph": False, "export_generator": True},
+    # the raw-pixel variant's networks (runs of the embedded variant do not use them)
+    "ganmm": {"raw_z_dim": 128, "raw_hidden": 1024, "raw_channels": (64, 128)},
 }
 
 
