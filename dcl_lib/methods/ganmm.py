@@ -40,8 +40,8 @@ from ..train import (History, LossWindow, TrainState, batched, compact_state,
 from .autoencoder import AutoencoderConfig, codes_from_checkpoint, encode, train_autoencoder
 from .base import ConfiguredEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters
 
-__all__ = ["GANMMConfig", "GANMMNets", "RawGANMMNets", "build_nets", "update_critics", "update_generators", "update_classifier",
-           "sigma_at", "EStep", "initial_labels", "train_ganmm", "GANMM", "standardize"]
+__all__ = ["GANMMConfig", "ComponentNets", "GANMMNets", "RawGANMMNets", "build_nets",
+           "update_critics", "update_generators", "update_classifier", "sigma_at", "EStep", "initial_labels", "train_ganmm", "GANMM", "standardize"]
 
 
 # ---------------------------------------------------------------------------
@@ -136,16 +136,16 @@ def standardize(Z: torch.Tensor, mean: torch.Tensor | None = None, std: torch.Te
 # Networks: K generators and K critics as batched modules, one classifier
 # ---------------------------------------------------------------------------
 
-class GANMMNets(nn.Module):
-    """G: (K, B, z_dim) -> (K, B, d); D: (K, B, d) -> (K, B, 1); C: (B, d) -> (B, K) logits."""
+class ComponentNets(nn.Module):
+    """K generators, K critics and one classifier behind one interface:
+    G: (K, B, z_dim) -> (K, B, ...); D: (K, B, ...) -> (K, B, 1); C: (B, ...) -> (B, K) logits.
+    What the players' steps and the loop use; the variants only build different players."""
 
-    def __init__(self, n_clusters: int, dim: int, z_dim: int = 64, hidden: int = 32, depth: int = 1):
+    def __init__(self, n_clusters: int, dim, z_dim: int, G: nn.Module, D: nn.Module,
+                 C: nn.Module):
         super().__init__()
         self.n_clusters, self.dim, self.z_dim = n_clusters, dim, z_dim
-        h = [hidden] * depth
-        self.G = BatchedMLP(n_clusters, [z_dim, *h, dim])
-        self.D = BatchedMLP(n_clusters, [dim, *h, 1])
-        self.C = mlp([dim, *h, n_clusters])
+        self.G, self.D, self.C = G, D, C
 
     def sample(self, n: int, g: torch.Generator) -> torch.Tensor:
         """n samples from every generator: (K, n, d) (images: (K, n, C, H, W))."""
@@ -158,7 +158,17 @@ class GANMMNets(nn.Module):
         return torch.softmax(batched(self.C, Z, batch_size, nets=(self.C,)), 1)
 
 
-class RawGANMMNets(GANMMNets):
+class GANMMNets(ComponentNets):
+    """The embedded variant: K small MLP generators and critics as batched modules
+    (:class:`~dcl_lib.nets.BatchedMLP`: one batched matmul per layer) and an MLP classifier."""
+
+    def __init__(self, n_clusters: int, dim: int, z_dim: int = 64, hidden: int = 32, depth: int = 1):
+        h = [hidden] * depth
+        super().__init__(n_clusters, dim, z_dim, BatchedMLP(n_clusters, [z_dim, *h, dim]),
+                         BatchedMLP(n_clusters, [dim, *h, 1]), mlp([dim, *h, n_clusters]))
+
+
+class RawGANMMNets(ComponentNets):
     """The raw variant: G_k z -> image, D_k image -> score, C image -> K logits, with the
     library's convolutional nets (:class:`~dcl_lib.nets.ConvGenerator`, ``ConvHead``).
     The K generators and critics sit behind the same (K, B, ...) interface as the
@@ -167,19 +177,17 @@ class RawGANMMNets(GANMMNets):
 
     def __init__(self, n_clusters: int, image_shape: tuple[int, ...], z_dim: int = 128,
                  hidden: int = 1024, channels: tuple[int, int] = (64, 128)):
-        nn.Module.__init__(self)
         if len(image_shape) != 3:
             raise ValueError(f"the raw variant needs images (C, H, W), got samples of shape "
                              f"{tuple(image_shape)}")
-        self.n_clusters, self.dim, self.z_dim = n_clusters, tuple(image_shape), z_dim
-        self.G = PerComponent([ConvGenerator(z_dim, image_shape, hidden, channels)
-                               for _ in range(n_clusters)])
-        self.D = PerComponent([ConvHead(image_shape, 1, hidden, channels)
-                               for _ in range(n_clusters)])
-        self.C = ConvHead(image_shape, n_clusters, hidden, channels)
+        shape, K = tuple(image_shape), n_clusters
+        super().__init__(K, shape, z_dim,
+                         PerComponent([ConvGenerator(z_dim, shape, hidden, channels) for _ in range(K)]),
+                         PerComponent([ConvHead(shape, 1, hidden, channels) for _ in range(K)]),
+                         ConvHead(shape, K, hidden, channels))
 
 
-def build_nets(cfg: "GANMMConfig", sample_shape: tuple[int, ...]) -> GANMMNets:
+def build_nets(cfg: "GANMMConfig", sample_shape: tuple[int, ...]) -> ComponentNets:
     """The variant's networks for data whose samples have shape ``sample_shape``."""
     if cfg.variant == "raw":
         return RawGANMMNets(cfg.n_clusters, tuple(sample_shape), cfg.raw_z_dim, cfg.raw_hidden,
@@ -194,7 +202,7 @@ def build_nets(cfg: "GANMMConfig", sample_shape: tuple[int, ...]) -> GANMMNets:
 # The three players' steps
 # ---------------------------------------------------------------------------
 
-def update_critics(nets: GANMMNets, opt_d, real: torch.Tensor, cfg: GANMMConfig,
+def update_critics(nets: ComponentNets, opt_d, real: torch.Tensor, cfg: GANMMConfig,
                    g: torch.Generator) -> torch.Tensor:
     """One step of all K critics on real batches ``real`` (K, B, d).
 
@@ -223,7 +231,7 @@ def update_critics(nets: GANMMNets, opt_d, real: torch.Tensor, cfg: GANMMConfig,
     return per_k.detach()
 
 
-def update_generators(nets: GANMMNets, opt_g, cfg: GANMMConfig, g: torch.Generator) -> torch.Tensor:
+def update_generators(nets: ComponentNets, opt_g, cfg: GANMMConfig, g: torch.Generator) -> torch.Tensor:
     """One step of all K generators: L_G = -sum_k mean D_k(G_k(z)); returns (K,)."""
     per_k = -nets.D(nets.sample(cfg.gan_batch, g)).squeeze(-1).mean(1)
     opt_g.zero_grad(set_to_none=True)  # (the critics' gradients from this step are left on D;
@@ -233,7 +241,7 @@ def update_generators(nets: GANMMNets, opt_g, cfg: GANMMConfig, g: torch.Generat
     return per_k.detach()
 
 
-def update_classifier(nets: GANMMNets, opt_c, cfg: GANMMConfig, g: torch.Generator) -> torch.Tensor:
+def update_classifier(nets: ComponentNets, opt_c, cfg: GANMMConfig, g: torch.Generator) -> torch.Tensor:
     """One step of the classifier on gan_batch fakes from each generator, labelled with
     their generator: L_C = mean cross-entropy(C(G_k(z)), k).  At its optimum (equal
     counts per generator) C_k(x) = p_{G_k}(x) / sum_j p_{G_j}(x): the E-step posterior
@@ -344,7 +352,7 @@ def _reseed(labels: torch.Tensor, Z: torch.Tensor, k: int, seed: int) -> tuple[t
 def train_ganmm(Z: torch.Tensor, cfg: GANMMConfig, seed: int = 0, device="cpu",
                 y: torch.Tensor | None = None, state: TrainState | None = None,
                 verbose: bool = True, init_labels: torch.Tensor | None = None
-                ) -> tuple[GANMMNets, History]:
+                ) -> tuple[ComponentNets, History]:
     """GANMM on standardized codes Z (N, d), or on images (N, C, H, W) in [0, 1] for the
     raw variant: initial partition, pre-training, ε-EM.
 
