@@ -33,6 +33,7 @@ import torch
 from ._io import atomic_path
 
 __all__ = [
+    "INT8_MIN_NUMEL",
     "History",
     "LossWindow",
     "NonFiniteLossError",
@@ -557,6 +558,9 @@ class TrainState:
 # ---------------------------------------------------------------------------
 
 _SCALE = ".int8_scale"  # suffix of the per-row scales of an int8-stored matrix
+# the runner exports' threshold: the large fully connected matrices as int8 rows,
+# convolutions and biases in half precision
+INT8_MIN_NUMEL = 65536
 
 
 def compact_state(module: torch.nn.Module, int8_min_numel: int | None = None

@@ -274,15 +274,15 @@ def test_raw_variant_players_step_on_images():
 
 
 def test_raw_variant_fit_is_deterministic_and_reloads(tmp_path):
-    from dcl_lib.methods.ganmm import _INT8_MIN, _reload
-    from dcl_lib.train import compact_state
+    from dcl_lib.methods.ganmm import _reload
+    from dcl_lib.train import INT8_MIN_NUMEL, compact_state
     x, y = _images()
     a = GANMM(3, RAW, random_state=0).fit(x, y_eval=y)
     b = GANMM(3, RAW, random_state=0).fit(x)
     assert np.array_equal(a.labels_, b.labels_)  # same seed, same labels (CPU)
     assert np.array_equal(a.predict(x), a.labels_) and a.autoencoder_ is None
     assert "sizes" in a.history_.series
-    ck = {"classifier": compact_state(a.nets_.C, int8_min_numel=_INT8_MIN)}
+    ck = {"classifier": compact_state(a.nets_.C, int8_min_numel=INT8_MIN_NUMEL)}
 
     class _Data:
         pass

@@ -19,7 +19,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from ..train import History, TrainState, get_device
 
 __all__ = ["ClusterEstimator", "FitResult", "MethodSpec", "RunContext", "as_tensor",
-           "check_n_clusters", "seed_from"]
+           "check_n_clusters", "check_unit_range", "seed_from"]
 
 
 @dataclass
@@ -112,6 +112,15 @@ def as_tensor(X, *, dtype: torch.dtype | None = None, device=None, ndim: tuple[i
     if not torch.isfinite(t).all():
         raise ValueError(f"{name} contains NaN or inf; clean or impute the data first")
     return t.to(device) if device is not None else t
+
+
+def check_unit_range(X: torch.Tensor, who: str) -> None:
+    """Images for networks that end in a sigmoid (or were built for pixels) must lie in
+    [0, 1]: a clear ``ValueError`` naming ``who`` and the range found otherwise."""
+    lo, hi = float(X.min()), float(X.max())
+    if lo < 0 or hi > 1:
+        raise ValueError(f"{who} expects images scaled to [0, 1]; got values in "
+                         f"[{lo:.3g}, {hi:.3g}]")
 
 
 def check_n_clusters(n_clusters, n_samples: int | None = None) -> int:

@@ -21,10 +21,10 @@ from ..config import MethodConfig
 from ..metrics import evaluate
 from ..gan import gradient_penalty, sample_prior, wasserstein_critic_loss, wasserstein_generator_loss
 from ..nets import ConvGenerator, ConvHead, MLPGenerator, MLPHead
-from ..train import (CapturedStep, History, LossWindow, TrainState, batched, compact_state, eval_mode,
-                     make_adam, progress, random_batch, seeded_generator)
+from ..train import (INT8_MIN_NUMEL, CapturedStep, History, LossWindow, TrainState, batched,
+                     compact_state, eval_mode, make_adam, progress, random_batch, seeded_generator)
 from .base import (ClusterEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters,
-                   seed_from)
+                   check_unit_range, seed_from)
 from .kmeans import KMeans
 
 __all__ = [
@@ -475,8 +475,7 @@ class ClusterGAN(ClusterEstimator):
             if X.shape[2] % 4 or X.shape[3] % 4:
                 raise ValueError(f"ClusterGAN's networks need (N, C, H, W) images with H and W "
                                  f"divisible by 4 (MNIST: (N, 1, 28, 28)), got {tuple(X.shape)}")
-            if float(X.min()) < 0 or float(X.max()) > 1:
-                raise ValueError("ClusterGAN expects images scaled to [0, 1]")
+            check_unit_range(X, "ClusterGAN")
         if not cfg.use_encoder:
             raise ValueError("use_encoder=False trains a plain WGAN-GP: call train_clustergan and "
                              "backprop_decode instead of the estimator")
@@ -550,9 +549,6 @@ class ClusterGAN(ClusterEstimator):
 # Runner entry
 # ---------------------------------------------------------------------------
 
-_INT8_MIN_NUMEL = 65536  # the fully connected matrices; convolutions and biases stay half
-
-
 def _fit(data, cfg: ClusterGANConfig, ctx: RunContext) -> FitResult:
     from ..metrics import evaluate
 
@@ -562,10 +558,10 @@ def _fit(data, cfg: ClusterGANConfig, ctx: RunContext) -> FitResult:
     extra = {f"kmeans_latent_{k}": v for k, v in evaluate(data.y, est.labels_kmeans_).items()}
     # the encoder assigns the clusters, the generator draws the chapter's figures; their
     # large matrices as int8 rows (the chapter re-evaluates the committed checkpoints)
-    state = {"encoder": compact_state(est.encoder_, int8_min_numel=_INT8_MIN_NUMEL),
+    state = {"encoder": compact_state(est.encoder_, int8_min_numel=INT8_MIN_NUMEL),
              "image_shape": torch.tensor(est.image_shape_)}
     if cfg.export_generator:
-        state["generator"] = compact_state(est.generator_, int8_min_numel=_INT8_MIN_NUMEL)
+        state["generator"] = compact_state(est.generator_, int8_min_numel=INT8_MIN_NUMEL)
     return FitResult(est.labels_, state, est.history_, extra)
 
 

@@ -31,7 +31,7 @@ from ..metrics import nmi
 from ..train import (History, LossWindow, TrainState, batched, compact_state, load_checkpoint,
                      load_compact_state, make_adam, minibatches, progress, seeded_generator)
 from .base import (ClusterEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters,
-                   seed_from)
+                   check_unit_range, seed_from)
 from .kmeans import KMeans
 
 __all__ = [
@@ -412,9 +412,7 @@ class DEPICT(ClusterEstimator):
         ``state`` saves/resumes the training (the runner's ``--resume``)."""
         X = as_tensor(X, dtype=torch.float32, ndim=(4,))
         check_n_clusters(self.n_clusters, X.shape[0])
-        if float(X.min()) < 0 or float(X.max()) > 1:
-            raise ValueError("DEPICT expects images scaled to [0, 1]; got values in "
-                             f"[{float(X.min()):.3g}, {float(X.max()):.3g}]")
+        check_unit_range(X, "DEPICT")
         if min(X.shape[2:]) < 8:
             raise ValueError(f"images must be at least 8x8 for DEPICT's two stride-2 convolutions, "
                              f"got {tuple(X.shape[2:])}")

@@ -35,13 +35,15 @@ from torch import nn
 
 from ..gan import gradient_penalty, sample_normal
 from ..nets import BatchedMLP, ConvGenerator, ConvHead, PerComponent, mlp
-from ..train import (History, LossWindow, TrainState, batched, compact_state,
+from ..train import (INT8_MIN_NUMEL, History, LossWindow, TrainState, batched, compact_state,
                      load_compact_state, make_adam, progress, seeded_generator)
 from .autoencoder import AutoencoderConfig, codes_from_checkpoint, encode, train_autoencoder
-from .base import ConfiguredEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters
+from .base import (ConfiguredEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters,
+                   check_unit_range)
 
 __all__ = ["GANMMConfig", "ComponentNets", "GANMMNets", "RawGANMMNets", "build_nets",
-           "update_critics", "update_generators", "update_classifier", "sigma_at", "EStep", "initial_labels", "train_ganmm", "GANMM", "standardize"]
+           "update_critics", "update_generators", "update_classifier", "sigma_at", "EStep",
+           "initial_labels", "train_ganmm", "GANMM", "standardize"]
 
 
 # ---------------------------------------------------------------------------
@@ -486,9 +488,7 @@ class GANMM(ConfiguredEstimator):
         """The raw variant: GANMM on the images themselves (N, C, H, W) in [0, 1]."""
         if X.dim() != 4:
             raise ValueError(f"the raw variant needs images (N, C, H, W), got shape {tuple(X.shape)}")
-        if float(X.min()) < 0 or float(X.max()) > 1:
-            raise ValueError("the raw variant needs images scaled to [0, 1] (its generators end "
-                             "in a sigmoid)")
+        check_unit_range(X, "GANMM's raw variant (its generators end in a sigmoid)")
         y = None if y_eval is None else torch.as_tensor(np.asarray(y_eval))
         self.nets_, self.history_ = train_ganmm(X, cfg, self.random_state, dev, y, state,
                                                 self.verbose)
@@ -572,7 +572,7 @@ def _fit(data, cfg: GANMMConfig, ctx: RunContext) -> FitResult:
         est.fit(data.x, y_eval=data.y, state=ctx.state)
         # the checkpoint keeps the classifier, which assigns the clusters (int8 rows for its
         # large matrices); the 2K generators and critics would be ~100x larger
-        state = {"classifier": compact_state(est.nets_.C, int8_min_numel=_INT8_MIN)}
+        state = {"classifier": compact_state(est.nets_.C, int8_min_numel=INT8_MIN_NUMEL)}
         return FitResult(est.labels_, state, est.history_.to_dict(), {})
     est.fit(data.flat(), y_eval=data.y, state=ctx.state)
     # the comparison the chapter makes: a Gaussian mixture on the same codes, same run
@@ -586,9 +586,6 @@ def _fit(data, cfg: GANMMConfig, ctx: RunContext) -> FitResult:
     hist = {**est.history_.to_dict(),
             "ae_loss/recon": est.autoencoder_history_.series.get("loss/recon", [])}
     return FitResult(est.labels_, state, hist, extra)
-
-
-_INT8_MIN = 65536  # weights with at least this many entries are stored as int8 rows
 
 
 def _reload(ck, data, cfg: GANMMConfig, device) -> np.ndarray:
