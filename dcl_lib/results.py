@@ -53,6 +53,8 @@ ADDED_FIELDS: dict[str, dict[str, Any]] = {
     "clustergan": {"arch": "conv", "cuda_graph": False, "export_generator": True},
     # the raw-pixel variant's networks (runs of the embedded variant do not use them)
     "ganmm": {"raw_z_dim": 128, "raw_hidden": 1024, "raw_channels": (64, 128)},
+    # the head's initial partition (runs before it existed used k-means)
+    "depict": {"init": "kmeans", "init_neighbors": 20},
 }
 
 
