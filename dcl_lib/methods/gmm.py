@@ -40,6 +40,7 @@ __all__ = [
     "log_gaussian_spherical",
     "estimate_log_prob",
     "e_step",
+    "em_from_partition",
     "m_step",
     "m_step_decrease_bound",
     "epsilon_em",
@@ -360,6 +361,28 @@ def em(X: torch.Tensor, pi: torch.Tensor, mu: torch.Tensor, Sigma: torch.Tensor,
             converged = True
             break
     return EMResult(pi, mu, Sigma, lower_bound, trace, converged, n_iter)
+
+
+def em_from_partition(X: torch.Tensor, labels, n_components: int, covariance_type: str = "full",
+                      reg_covar: float = 1e-6, tol: float = 1e-3, max_iter: int = 100
+                      ) -> tuple[torch.Tensor, EMResult]:
+    """EM started from a partition: one M-step on its one-hot responsibilities, then
+    :func:`em`.  Returns (the labels after EM, argmax of the last responsibilities; the
+    result).  Where the partition is a fixed point of EM the labels come back unchanged;
+    the GANMM chapter uses it to see whether the true partition is one."""
+    labels = torch.as_tensor(labels, device=X.device)
+    if labels.shape != (X.shape[0],) or labels.dtype.is_floating_point:
+        raise ValueError(f"labels must be {X.shape[0]} integers, got shape {tuple(labels.shape)} "
+                         f"and dtype {labels.dtype}")
+    if labels.min() < 0 or labels.max() >= n_components:
+        raise ValueError(f"labels must lie in [0, {n_components - 1}], got "
+                         f"[{int(labels.min())}, {int(labels.max())}]")
+    gamma = torch.nn.functional.one_hot(labels.long(), n_components).to(X.dtype)
+    pi, mu, Sigma = m_step(X, gamma, covariance_type, reg_covar)
+    r = em(X, pi, mu, Sigma, covariance_type, reg_covar, tol, max_iter)
+    log_gamma, _ = e_step(X, torch.log(r.pi), r.mu, _params_to_cov(r.Sigma, covariance_type),
+                          covariance_type)
+    return log_gamma.argmax(1), r
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,71 @@
+"""Where Gaussian components fail: two moons, each mixture started from the true partition
+and from k-means, over seeds, on a CPU.  (A script, not a test.)
+
+For each seed: a mixture of two GANs (``MOONS_CONFIG``: hard EM, sigma_t = 0) started from
+the true partition; the same started from the k-means partition of the points with the
+official borrowing schedule (``MOONS_EPS_CONFIG``); and the full-covariance Gaussian
+mixture's EM started from the true partition's parameters and from k-means++.  ACC at every
+evaluation of the GAN mixtures, and the Gaussian mixture's ACC and EM iterations.
+
+Writes ``results/benchmarks/ganmm_toy.json`` (read by the GANMM chapter).
+
+    python benchmarks/ganmm_toy.py --seeds 0 1 2   # about 2 min per seed on 2 CPU cores
+"""
+from __future__ import annotations
+
+import _checkout  # noqa: F401  (first: this checkout's dcl_lib, not an installed one)
+
+import argparse
+import dataclasses
+import time
+
+import torch
+from sklearn.datasets import make_moons
+
+from dcl_lib._io import write_json
+from dcl_lib.methods.ganmm import MOONS_CONFIG, MOONS_EPS_CONFIG, standardize, train_ganmm
+from dcl_lib.methods.gmm import GaussianMixture, em_from_partition
+from dcl_lib.metrics import evaluate
+from dcl_lib.runner import _versions, git_commit
+from dcl_lib.train import device_name
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="results/benchmarks/ganmm_toy.json")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    x, y = make_moons(2000, noise=0.05, random_state=0)
+    Z = standardize(torch.tensor(x, dtype=torch.float32))[0]
+    truth = torch.as_tensor(y)
+    Zd = Z.double()
+    gm_true, r_true = em_from_partition(Zd, truth, 2)
+    runs = []
+    for seed in args.seeds:
+        row = {"seed": seed}
+        gm = GaussianMixture(2, covariance_type="full", init_params="k-means++",
+                             random_state=seed).fit(Zd)
+        row["gmm_kmeanspp_acc"] = round(float(evaluate(y, gm.labels_)["acc"]), 4)
+        for name, cfg, init in (("gans_from_truth", MOONS_CONFIG, truth),
+                                ("gans_from_kmeans", MOONS_EPS_CONFIG, None)):
+            t0 = time.perf_counter()
+            _, h = train_ganmm(Z, cfg, seed, y=truth, verbose=False, init_labels=init)
+            row[name] = {"acc": [round(float(a), 4) for a in h.series["acc"] if a is not None],
+                         "seconds": round(time.perf_counter() - t0, 1)}
+        runs.append(row)
+        print(row, flush=True)
+    write_json(args.out, {
+        "what": "two moons (2,000 points, noise 0.05): GAN mixtures and Gaussian mixtures "
+                "started from the true partition and from k-means",
+        "moons_config": dataclasses.asdict(MOONS_CONFIG),
+        "moons_eps_sigma": list(MOONS_EPS_CONFIG.sigma),
+        "gmm_from_truth": {"acc": round(float(evaluate(y, gm_true)["acc"]), 4),
+                           "em_iterations": r_true.n_iter},
+        "runs": runs, "threads": args.threads, "device": device_name(torch.device("cpu")),
+        "versions": _versions(), "git_commit": git_commit()})
+
+
+if __name__ == "__main__":
+    main()
