@@ -15,7 +15,8 @@ def test_plan_priority_and_outstanding(tmp_path):
     tiers = [j.tier for j in jobs]
     assert tiers == sorted(tiers)
     assert [j.name for j in jobs if j.tier == 0] == ["depict-mnist-seed0", "clustergan-mnist-seed0",
-                                                     "vcami-mnist-seed0", "ganmm-raw-mnist-seed0"]
+                                                     "vcami-mnist-seed0", "ganmm-raw-mnist-seed0",
+                                                     "depict-agglo-mnist-seed0"]
     assert {j.n for j in jobs if j.kind == "bench"} == {100_000, 1_000_000}
     (tmp_path / "depict").mkdir()
     (tmp_path / "depict" / "mnist-all-full-seed0.json").write_text("{}")
@@ -111,6 +112,7 @@ def test_a_run_cut_by_its_budget_is_outstanding_in_its_place(tmp_path):
     _result(tmp_path / "clustergan" / "mnist-all-full-seed0.json")  # complete
     _result(tmp_path / "vcami" / "mnist-all-full-seed0.json")  # complete
     _result(tmp_path / "ganmm" / "mnist-all-full-seed0-raw.json")  # complete
+    _result(tmp_path / "depict" / "mnist-all-full-seed0-agglo.json")  # complete
     names = [j.name for j in outstanding(tmp_path)]
     assert "clustergan-mnist-seed0" not in names and "vcami-mnist-seed0" not in names
     assert names[0] == "depict-mnist-seed0" and names[1] == "gmm-em-n100000"
