@@ -76,6 +76,8 @@ def clustering_phases(net: DepictNet, X: torch.Tensor, y: torch.Tensor, init: to
     opt = make_adam(net.parameters(), cfg.lr, "cpu")
     if head == "centroids":
         net.init_head(centres)
+    else:  # a fresh random head: the export's head holds its own run's k-means centroids
+        net.head.reset_parameters()
     accs = [cluster_acc(y, cluster_pass(net, X)[1].argmax(1))]
     best, bad = -1.0, 0
     for _ in range(cfg.warmup_epochs):  # warm-up on the hard k-means labels
