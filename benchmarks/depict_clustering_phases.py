@@ -136,8 +136,9 @@ def main(argv=None) -> dict:
     probe = LogisticRegression(max_iter=5000).fit(zn[:8000], yn[:8000])
     record["kmeans_from_class_means_acc"] = cluster_acc(y, km_true.labels_)
     record["linear_probe_heldout_acc"] = float(probe.score(zn[8000:], yn[8000:]))
-    record["kmeans_confusion"] = [[int(((y == t) & (torch.as_tensor(km.labels_) == c)).sum())
-                                   for c in range(10)] for t in range(10)]
+    km_labels = starts["kmeans"][0]
+    record["kmeans_confusion"] = [[int(((y == t) & (km_labels == c)).sum()) for c in range(10)]
+                                  for t in range(10)]
     print({k: v for k, v in record.items() if k.endswith("_acc")}, flush=True)
     for name, changes in VARIANTS.items():
         cfg = dataclasses.replace(quick, **{k: v for k, v in changes.items() if k[0] != "_"})

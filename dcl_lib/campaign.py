@@ -65,7 +65,8 @@ VARIANTS: dict[str, tuple[str, tuple[tuple[str, Any], ...], str]] = {
 }
 SEEDS = (0, 1, 2)
 BENCH_N = (100_000, 1_000_000)  # EM on the GPU against scikit-learn
-# Tiny settings for --dry-run (CPU, digits, well under a minute for all jobs together)
+# Tiny settings for --dry-run (CPU, digits, well under a minute for all jobs together);
+# a variant uses its method's entry unless it has its own (the raw variant's nets differ)
 DRY = {
     "depict": {"channels": 4, "pretrain_epochs": 2, "warmup_epochs": 1, "epochs": 2,
                "kmeans_n_init": 1},
@@ -76,7 +77,6 @@ DRY = {
     "ganmm-raw": {"raw_hidden": 16, "raw_channels": (2, 4), "raw_z_dim": 4, "pretrain_iters": 2,
                   "iterations": 4, "eval_every": 2},
 }
-DRY["depict-agglo"] = DRY["depict"]
 MAX_ARCHIVE_BYTES = 15 * 2**20  # the device returns files of at most 16 MiB ...
 MAX_ARCHIVES = 7                # ... and at most 8 of them: 7 archives + summary.json
 
@@ -177,7 +177,7 @@ def _command(job: Job, work: Path, budget_s: float, dry: bool) -> list[str]:
     if dry:
         tag = f"{job.tag}-dry-{job.dataset}" if job.tag else f"dry-{job.dataset}"
         args += ["--dataset", "digits", "--device", "cpu", "--tag", tag]
-        for k, v in DRY[job.target].items():
+        for k, v in (DRY[job.target] if job.target in DRY else DRY[job.method]).items():
             args += ["--set", f"{k}={v!r}"]
     else:
         args += ["--dataset", job.dataset, "--device", "cuda"]

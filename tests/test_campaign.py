@@ -39,6 +39,9 @@ def test_a_variant_job_sets_its_fields_and_tag():
     dry = _command(raw, Path("/w"), 300, dry=True)
     assert dry[dry.index("--tag") + 1] == "raw-dry-mnist" and "variant='raw'" in dry
     assert "raw_hidden=16" in dry  # the tiny settings of its own DRY entry
+    agglo = next(j for j in plan() if j.name == "depict-agglo-mnist-seed0")
+    dry = _command(agglo, Path("/w"), 300, dry=True)
+    assert "init='agglomerative'" in dry and "channels=4" in dry  # its method's DRY entry
 
 
 @pytest.mark.skipif(git_commit().endswith("+dirty"), reason="collect refuses results of a dirty tree")

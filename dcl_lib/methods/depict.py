@@ -103,10 +103,6 @@ def depict_objective(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return kl_qp + kl_fu
 
 
-# ---------------------------------------------------------------------------
-# Modules
-# ---------------------------------------------------------------------------
-
 def agglomerative_init(z: torch.Tensor, n_clusters: int, n_neighbors: int = 20
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """A partition of the codes z (N, d) by Ward linkage restricted to a k-NN graph, and
@@ -130,6 +126,10 @@ def agglomerative_init(z: torch.Tensor, n_clusters: int, n_neighbors: int = 20
     means = onehot.T @ z / onehot.sum(0)[:, None]
     return labels, means
 
+
+# ---------------------------------------------------------------------------
+# Modules
+# ---------------------------------------------------------------------------
 
 def _conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - kernel) // stride + 1
@@ -326,7 +326,8 @@ def fit_depict(X: torch.Tensor, cfg: DepictConfig, seed: int, device, y: torch.T
     """All of DEPICT's phases on images X (N, C, H, W) in [-1, 1].
 
     (1) pretraining on reconstruction; (2) a partition of the clean embedding (k-means,
-    or ``init="agglomerative"``) initialises the head on its cluster means; (3) warm-up on the hard k-means labels, stopped on NMI; (4) the main
+    or ``init="agglomerative"``) initialises the head on its cluster means; (3) warm-up
+    on that partition's hard labels, stopped on NMI; (4) the main
     loop: targets Q once per epoch from the clean pathway, the network per minibatch.
     ``y`` (optional) only logs ACC per epoch; ``state`` saves/resumes the run at epoch
     boundaries.  Returns (network, history).
@@ -375,7 +376,7 @@ def fit_depict(X: torch.Tensor, cfg: DepictConfig, seed: int, device, y: torch.T
             log("pretrain", run_epoch(None, "pretraining"), cluster_pass(net, X)[1])
             if state.checkpoint(step, phase="pretrain", epoch=ep, step=step):
                 return net.eval(), hist
-        # (2) k-means++ on the clean embedding -> head initialised on the centroids
+        # (2) the initial partition of the clean embedding -> head on its cluster means
         # (k-means is also the reference every init is compared with: always computed)
         z = cluster_pass(net, X)[0]
         km = KMeans(cfg.n_clusters, n_init=cfg.kmeans_n_init, random_state=seed, device=device,
