@@ -46,7 +46,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # The full-profile runs this book still owes, in priority order within each tier:
 # method -> its datasets, the first being the paper's MNIST figure.
 TARGETS: dict[str, tuple[str, ...]] = {
-    "depict": ("mnist", "usps"),
+    # USPS runs from the agglomerative start below, as the official code starts USPS from
+    # AC-PIC (and MNIST-full from k-means)
+    "depict": ("mnist",),
     "clustergan": ("mnist", "fashion-mnist"),
     # not yet timed on a GPU: a run cut by its budget still records the ACC it reached and
     # its time to each accuracy (the runner's time_to_acc), which the schedule needs first
@@ -56,7 +58,7 @@ TARGETS: dict[str, tuple[str, ...]] = {
     # DEPICT from the agglomerative start (the quick profile's, +0.06 over k-means there):
     # whether it closes part of the gap between the k-means-started full profile (0.84)
     # and the paper's 0.965; Ward on 70,000 codes takes about 25 s on 2 CPU cores
-    "depict-agglo": ("mnist",),
+    "depict-agglo": ("mnist", "usps"),
 }
 # A target that is a variant of a method: (method, config fields set, file-name tag)
 VARIANTS: dict[str, tuple[str, tuple[tuple[str, Any], ...], str]] = {

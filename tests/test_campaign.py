@@ -18,6 +18,10 @@ def test_plan_priority_and_outstanding(tmp_path):
                                                      "vcami-mnist-seed0", "ganmm-raw-mnist-seed0",
                                                      "depict-agglo-mnist-seed0"]
     assert {j.n for j in jobs if j.kind == "bench"} == {100_000, 1_000_000}
+    # DEPICT's USPS starts as the official code starts it: from the agglomerative partition
+    usps = [j for j in jobs if j.dataset == "usps"]
+    assert [(j.method, j.tag, j.tier) for j in usps] == [("depict", "agglo", 3)]
+    assert ("init", "agglomerative") in usps[0].sets
     (tmp_path / "depict").mkdir()
     (tmp_path / "depict" / "mnist-all-full-seed0.json").write_text("{}")
     names = [j.name for j in outstanding(tmp_path)]
