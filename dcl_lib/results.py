@@ -55,6 +55,8 @@ ADDED_FIELDS: dict[str, dict[str, Any]] = {
     "ganmm": {"raw_z_dim": 128, "raw_hidden": 1024, "raw_channels": (64, 128)},
     # the head's initial partition (runs before it existed used k-means)
     "depict": {"init": "kmeans", "init_neighbors": 20},
+    # the learning-rate schedule (runs before it existed kept lr constant)
+    "vcami": {"lr_schedule": "constant"},
 }
 
 

@@ -33,6 +33,8 @@ import torch
 from ._io import atomic_path
 
 __all__ = [
+    "cosine_lr",
+    "set_lr",
     "INT8_MIN_NUMEL",
     "History",
     "LossWindow",
@@ -123,6 +125,22 @@ def make_adam(params: Iterable[torch.nn.Parameter], lr: float, device: str | tor
     On CPU the default implementation is used, so CPU results do not depend on it."""
     fused = {"fused": True} if torch.device(device).type == "cuda" else {}
     return torch.optim.Adam(params, lr=lr, betas=betas, **fused, **kw)
+
+
+def cosine_lr(base: float, step: int, total: int) -> float:
+    """The learning rate at step ``step`` (0-based) of ``total``: ``base`` at step 0,
+    falling as half a cosine towards 0 at step ``total``.  A pure function of the step,
+    so a resumed run continues the same schedule without a scheduler's state."""
+    if total <= 0 or not 0 <= step <= total:
+        raise ValueError(f"cosine_lr needs 0 <= step <= total and total > 0, got step {step}, "
+                         f"total {total}")
+    return base * 0.5 * (1.0 + math.cos(math.pi * step / total))
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Set every parameter group's learning rate."""
+    for group in opt.param_groups:
+        group["lr"] = lr
 
 
 def minibatches(n: int, batch_size: int, g: torch.Generator) -> list[torch.Tensor]:

@@ -328,3 +328,40 @@ def test_overclustering_head_adds_its_own_term():
     g = torch.Generator().manual_seed(0)
     without = vcami_losses(nets, x, augment(x, g), cfg, torch.Generator().manual_seed(1), ("cmi",))
     assert float(with_over["cmi"]) < float(without["cmi"])  # minus a second (positive) MI
+
+
+def test_cosine_schedule_sets_each_steps_learning_rate(monkeypatch):
+    """lr_schedule='cosine': step t of T uses lr (1 + cos(pi t / T)) / 2, from lr at the first
+    step down towards 0 at the last; 'constant' leaves lr alone."""
+    import dataclasses
+    import math
+
+    import dcl_lib.methods.vcami as V
+
+    seen = []
+    real = V.update_vcami
+
+    def spy(nets, opt, *a, **kw):
+        seen.append(opt.param_groups[0]["lr"])
+        return real(nets, opt, *a, **kw)
+
+    monkeypatch.setattr(V, "update_vcami", spy)
+    x, _ = _images(40)  # batch 16: 3 steps per epoch (16, 16, 8)
+    cfg = dataclasses.replace(CFG, epochs=2, batch_size=16, lr_schedule="cosine")
+    train_vcami(x, cfg, verbose=False)
+    T = 2 * 3
+    assert seen == pytest.approx([cfg.lr * (1 + math.cos(math.pi * t / T)) / 2 for t in range(T)])
+    seen.clear()
+    train_vcami(x, dataclasses.replace(cfg, lr_schedule="constant"), verbose=False)
+    assert seen == [cfg.lr] * T
+    with pytest.raises(ValueError, match="lr_schedule"):
+        dataclasses.replace(cfg, lr_schedule="step").validate()
+
+
+def test_cosine_lr_bounds():
+    from dcl_lib.train import cosine_lr
+
+    assert cosine_lr(0.1, 0, 10) == 0.1 and cosine_lr(0.1, 10, 10) == pytest.approx(0.0)
+    assert cosine_lr(0.1, 5, 10) == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="step"):
+        cosine_lr(0.1, 11, 10)

@@ -49,8 +49,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import MethodConfig
-from ..train import (History, LossWindow, TrainState, batched, make_adam, minibatches, progress,
-                     seeded_generator)
+from ..train import (History, LossWindow, TrainState, batched, cosine_lr, make_adam, minibatches,
+                     progress, seeded_generator, set_lr)
 from .base import ConfiguredEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters
 
 __all__ = ["VCAMIConfig", "augment", "VCAMINets", "jsd_mi", "global_mi_loss", "local_mi_loss",
@@ -97,6 +97,7 @@ class VCAMIConfig(MethodConfig):
     epochs: int = 30
     batch_size: int = 256
     lr: float = 1e-3
+    lr_schedule: str = "constant"       # "constant", or "cosine": from lr to 0 over the run
     eps_p: float = 1e-8                 # the clamp of the IIC joint before its log
     entropy_weight: float = 2.0         # weight of the marginal entropies in L_CMI (1: the MI)
     overcluster: int = 0                # > 0: an auxiliary IIC head with that many clusters
@@ -120,6 +121,8 @@ class VCAMIConfig(MethodConfig):
             raise ValueError(f"output must be 'head' or 'mixture', got {self.output!r}")
         if self.output == "mixture" and "gmm" not in OBJECTIVES[self.objective]:
             raise ValueError("output='mixture' needs the mixture terms (objective='vcami')")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if self.views not in ("x-aug", "aug-aug"):
             raise ValueError(f"views must be 'x-aug' or 'aug-aug', got {self.views!r}")
         for name in ("lam_lmi", "lam_cmi", "lam_gmm", "lam_reg", "rotate", "zoom", "shear",
@@ -454,6 +457,7 @@ def train_vcami(X: torch.Tensor, cfg: VCAMIConfig, seed: int = 0, device="cpu",
     all_terms = OBJECTIVES[cfg.objective]
     mixture = "gmm" in all_terms
     step = start * math.ceil(N / cfg.batch_size)
+    total_steps = cfg.epochs * math.ceil(N / cfg.batch_size)
 
     def event(note: str) -> None:
         hist.series["events"].append([step, note])
@@ -491,6 +495,8 @@ def train_vcami(X: torch.Tensor, cfg: VCAMIConfig, seed: int = 0, device="cpu",
         for b in minibatches(N, cfg.batch_size, g):
             if len(b) < 2:
                 continue  # batch norm and the shuffled negatives need two images
+            if cfg.lr_schedule == "cosine":  # a function of the step: resumes exactly
+                set_lr(opt, cosine_lr(cfg.lr, step, total_steps))
             step += 1
             out = update_vcami(nets, opt, X[b], cfg, g, terms)
             window.add(epoch, weight=len(b), **out)
