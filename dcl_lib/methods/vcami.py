@@ -112,7 +112,11 @@ class VCAMIConfig(MethodConfig):
     #   the full L_VCAMI (linear head, entropy_weight 2, two augmented views):
     #   lam_cmi 1 -> 0.40, lam_cmi 4 -> 0.75.
     #   log_s2_init 0 (unit noise): L_CMI stayed near 0 and the head's ACC near 0.2.
-    profiles = {"quick": {"epochs": 12}, "full": {}}
+    # full: all 70,000 MNIST images on a 2-core CPU at about 90 s per epoch.  With the
+    # constant rate (30 epochs), seed 0 rose from ACC 0.973 after one epoch to 0.987 after
+    # eleven, gaining about 0.001 per epoch; the cosine decay spends the last epochs at a
+    # small rate instead, and 20 epochs keep a seed near 30 minutes on the CPU.
+    profiles = {"quick": {"epochs": 12}, "full": {"epochs": 20, "lr_schedule": "cosine"}}
 
     def validate(self) -> None:
         if self.objective not in OBJECTIVES:
