@@ -460,8 +460,8 @@ def train_vcami(X: torch.Tensor, cfg: VCAMIConfig, seed: int = 0, device="cpu",
     start = state.restore().get("epoch", 0)
     all_terms = OBJECTIVES[cfg.objective]
     mixture = "gmm" in all_terms
-    step = start * math.ceil(N / cfg.batch_size)
-    total_steps = cfg.epochs * math.ceil(N / cfg.batch_size)
+    steps_per_epoch = math.ceil(N / cfg.batch_size)
+    step, total_steps = start * steps_per_epoch, cfg.epochs * steps_per_epoch
 
     def event(note: str) -> None:
         hist.series["events"].append([step, note])
