@@ -198,15 +198,17 @@ def html_table(rows: list[dict[str, str]], columns=("method", "seeds", "acc", "n
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def plot_acc_vs_time(records: list[Record], ax=None, log_x: bool = True):
-    """ACC against training time (from each run's history where it logs both), one line
-    per run, one colour per method variant, dashed for the quick profile; the run's
-    final ACC against its wall time where it logs no curve."""
+def plot_acc_vs_time(records: list[Record], ax=None, log_x: bool = True,
+                     dataset: str = "mnist"):
+    """ACC against training time on one ``dataset`` (the other records are left out: one
+    colour per method would otherwise mix datasets), from each run's history where it logs
+    both, one line per run, one colour per method variant, dashed for the quick profile;
+    the run's final ACC against its wall time where it logs no curve."""
     import matplotlib.pyplot as plt
 
     ax = ax or plt.subplots(figsize=(6.5, 3.6))[1]
     colours: dict[str, str] = {}
-    for r in records:
+    for r in (r for r in records if r.dataset == dataset):
         c = colours.setdefault(r.variant, f"C{len(colours) % 10}")
         h = r.data.get("history") or {}
         label = f"{r.variant} ({r.profile}, {r.data['device'].split(' (')[0]})"
@@ -220,7 +222,7 @@ def plot_acc_vs_time(records: list[Record], ax=None, log_x: bool = True):
                     else "s", color=c, label=label)
     if log_x:
         ax.set_xscale("log")
-    ax.set(xlabel="training time (s)", ylabel="ACC")
+    ax.set(xlabel="training time (s)", ylabel=f"ACC ({dataset})")
     handles, labels = ax.get_legend_handles_labels()
     uniq = dict(zip(labels, handles))
     ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="lower right")

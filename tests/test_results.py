@@ -90,3 +90,21 @@ def test_a_run_cut_by_its_budget_is_not_averaged_with_complete_runs(tmp_path):
     assert rows["depict"]["acc"] == "0.9000" and "missing 1, 2" in rows["depict"]["seeds"]
     cut = rows[f"depict [{CUT}]"]
     assert cut["seeds"] == "1 (stopped at 208)" and cut["acc"] == "0.5000"
+
+
+def test_acc_vs_time_plots_one_dataset_only(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dcl_lib.results import Record, plot_acc_vs_time
+    base = {"metrics": {"acc": 0.9}, "wall_time_s": 60.0, "device": "cpu (x86_64, 2 cores)",
+            "history": {"seconds": [10.0, 20.0], "acc": [0.5, 0.9]}}
+    recs = [Record(tmp_path / "a.json", "vcami", "mnist", "full", 0, None, base),
+            Record(tmp_path / "b.json", "vcami", "fashion-mnist", "full", 0, None,
+                   {**base, "history": {"seconds": [10.0, 30.0], "acc": [0.3, 0.6]}})]
+    ax = plot_acc_vs_time(recs)
+    assert [list(line.get_ydata()) for line in ax.get_lines()] == [[0.5, 0.9]]
+    ax = plot_acc_vs_time(recs, dataset="fashion-mnist")
+    assert [list(line.get_ydata()) for line in ax.get_lines()] == [[0.3, 0.6]]
+    plt.close("all")
