@@ -14,6 +14,7 @@ __all__ = [
     "cluster_acc",
     "match_clusters",
     "aligned_confusion",
+    "largest_confusions",
     "nmi",
     "ari",
     "rand_index",
@@ -94,6 +95,17 @@ def aligned_confusion(y_true, y_pred) -> tuple[np.ndarray, list[int]]:
     order = [int(r) for _, r in matched]
     order += [r for r in range(len(clusters)) if r not in set(order)]
     return n[order].T.copy(), [int(clusters[r]) for r in order]
+
+
+def largest_confusions(M, n: int) -> list[tuple[int, int, int]]:
+    """The ``n`` largest cells off the diagonal of an aligned confusion matrix ``M``
+    (:func:`aligned_confusion`), as ``(count, j, r)``: ``count`` items of class j in the
+    cluster matched to class r; largest first (ties: the larger j, then r, first)."""
+    M = np.asarray(M)
+    if M.ndim != 2 or n < 0:
+        raise ValueError(f"need a 2-D confusion matrix and n >= 0, got shape {M.shape}, n={n}")
+    cells = ((int(M[j, r]), j, r) for j in range(M.shape[0]) for r in range(M.shape[1]) if r != j)
+    return sorted(cells, reverse=True)[:n]
 
 
 def purity(y_true, y_pred) -> float:

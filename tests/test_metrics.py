@@ -111,3 +111,17 @@ def test_nmi_default_is_the_arithmetic_mean():
     assert nmi(y, c) == values["arithmetic"]
     assert nmi(y, c) == pytest.approx(skm.normalized_mutual_info_score(y, c, average_method="arithmetic"))
     assert evaluate(y, c)["nmi"] == values["arithmetic"]
+
+
+def test_largest_confusions_against_a_masked_argsort():
+    from dcl_lib.metrics import largest_confusions
+    rng = np.random.default_rng(0)
+    M = rng.permutation(30).reshape(5, 6)  # distinct counts, one cluster more than classes
+    masked = M.astype(float)
+    masked[np.arange(5), np.arange(5)] = -np.inf  # the diagonal is not a confusion
+    flat = np.argsort(-masked, axis=None)[:4]
+    expect = [(int(M.flat[i]), *map(int, np.unravel_index(i, M.shape))) for i in flat]
+    assert largest_confusions(M, 4) == expect
+    assert all(j != r for _, j, r in largest_confusions(M, 25))
+    with pytest.raises(ValueError):
+        largest_confusions(M[0], 2)
