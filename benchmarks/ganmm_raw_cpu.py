@@ -25,8 +25,7 @@ import torch
 
 from dcl_lib._io import write_json
 from dcl_lib.methods.ganmm import (EStep, GANMMConfig, _one_hot_posterior, build_nets,
-                                   initial_labels, train_ganmm, update_classifier,
-                                   update_critics, update_generators)
+                                   initial_labels, pretrain_step, train_ganmm)
 from dcl_lib.metrics import evaluate
 from dcl_lib.runner import _versions, git_commit
 from dcl_lib.train import device_name
@@ -55,11 +54,8 @@ def time_iteration(size, repeats: int = 3) -> dict:
     est = EStep(_one_hot_posterior(labels, cfg.n_clusters), sigma=0, batch=cfg.gan_batch,
                 labels=labels)
 
-    def iteration():
-        update_generators(nets, opt["G"], cfg, g)
-        for _ in range(cfg.n_critic):
-            update_critics(nets, opt["D"], est.batch(X, g), cfg, g)
-        update_classifier(nets, opt["C"], cfg, g)
+    def iteration():  # the work of an ε-EM iteration, on a fixed partition
+        pretrain_step(nets, (opt["G"], opt["D"], opt["C"]), est, X, cfg, g)
 
     iteration()
     t0 = time.perf_counter()

@@ -43,7 +43,8 @@ from .base import (ConfiguredEstimator, FitResult, MethodSpec, RunContext, as_te
                    check_unit_range)
 
 __all__ = ["GANMMConfig", "ComponentNets", "GANMMNets", "RawGANMMNets", "build_nets",
-           "update_critics", "update_generators", "update_classifier", "sigma_at", "EStep",
+           "update_critics", "update_generators", "update_classifier", "pretrain_step",
+           "sigma_at", "EStep",
            "initial_labels", "train_ganmm", "GANMM", "standardize", "MOONS_CONFIG",
            "MOONS_EPS_CONFIG"]
 
@@ -324,6 +325,18 @@ class EStep:
         return Z[torch.cat([own, extra], 1)]
 
 
+def pretrain_step(nets: ComponentNets, opts, est: "EStep", Z: torch.Tensor, cfg: GANMMConfig,
+                  g: torch.Generator) -> None:
+    """One pre-training iteration on the partition of ``est`` (sigma = 0): the generators,
+    ``n_critic`` critic steps, the classifier.  ``opts`` = (generators', critics',
+    classifier's optimiser)."""
+    opt_g, opt_d, opt_c = opts
+    update_generators(nets, opt_g, cfg, g)
+    for _ in range(cfg.n_critic):
+        update_critics(nets, opt_d, est.batch(Z, g), cfg, g)
+    update_classifier(nets, opt_c, cfg, g)
+
+
 def initial_labels(Z: torch.Tensor, K: int, how: str, seed: int) -> torch.Tensor:
     """The initial partition: ``"random"`` equal chunks of a shuffle (official) or
     ``"kmeans"`` (k-means++ with 10 restarts) on the codes."""
@@ -413,10 +426,7 @@ def train_ganmm(Z: torch.Tensor, cfg: GANMMConfig, seed: int = 0, device="cpu",
     if start == 0:  # pre-training: each GAN on its initial chunk, sigma = 0
         est = EStep(_one_hot_posterior(labels, K), sigma=0, batch=cfg.gan_batch, labels=labels)
         for _ in progress(range(cfg.pretrain_iters), desc="GANMM pretraining", verbose=verbose):
-            update_generators(nets, opt_g, cfg, g)
-            for _ in range(cfg.n_critic):
-                update_critics(nets, opt_d, est.batch(Z, g), cfg, g)
-            update_classifier(nets, opt_c, cfg, g)
+            pretrain_step(nets, (opt_g, opt_d, opt_c), est, Z, cfg, g)
     hold_until, window, last_pred, est = 0, LossWindow(), None, None
     if start:  # resumed: the partition and batch sampler the interrupted run was using
         hold_until, last_pred = saved["hold_until"], saved["last_pred"]
