@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default="campaign-out", help="folder for the archives and summary.json")
     c.add_argument("--parallel", type=int, default=3, help="concurrent processes on the GPU")
     c.add_argument("--dry-run", action="store_true", help="tiny configs on the CPU (a rehearsal)")
+    c.add_argument("--only", nargs="+", default=None, metavar="JOB",
+                   help="run only these outstanding jobs, in this order (e.g. ganmm-raw-mnist-seed0)")
     c.add_argument("--prepare", action="store_true",
                    help="here, before a window: stage the data and print the device command")
     t = sub.add_parser("results", help="print the results tables (from results/**/*.json)")

@@ -16,7 +16,8 @@ def test_plan_priority_and_outstanding(tmp_path):
     assert tiers == sorted(tiers)
     assert [j.name for j in jobs if j.tier == 0] == ["depict-mnist-seed0", "clustergan-mnist-seed0",
                                                      "vcami-mnist-seed0", "ganmm-raw-mnist-seed0",
-                                                     "depict-agglo-mnist-seed0"]
+                                                     "depict-agglo-mnist-seed0",
+                                                     "vcami-gpu-mnist-seed0"]
     assert {j.n for j in jobs if j.kind == "bench"} == {100_000, 1_000_000}
     # DEPICT's USPS starts as the official code starts it: from the agglomerative partition
     usps = [j for j in jobs if j.dataset == "usps"]
@@ -120,9 +121,45 @@ def test_a_run_cut_by_its_budget_is_outstanding_in_its_place(tmp_path):
     _result(tmp_path / "vcami" / "mnist-all-full-seed0.json")  # complete
     _result(tmp_path / "ganmm" / "mnist-all-full-seed0-raw.json")  # complete
     _result(tmp_path / "depict" / "mnist-all-full-seed0-agglo.json")  # complete
+    _result(tmp_path / "vcami" / "mnist-all-full-seed0-gpu.json")  # complete
     names = [j.name for j in outstanding(tmp_path)]
     assert "clustergan-mnist-seed0" not in names and "vcami-mnist-seed0" not in names
     assert names[0] == "depict-mnist-seed0" and names[1] == "gmm-em-n100000"
+
+
+def test_select_keeps_the_order_given_and_refuses_unknown_or_committed_jobs(tmp_path):
+    from dcl_lib.campaign import select
+    names = ["vcami-gpu-mnist-seed1", "ganmm-raw-mnist-seed0", "vcami-gpu-mnist-seed0"]
+    jobs = select(names, tmp_path)
+    assert [j.name for j in jobs] == names
+    gpu = jobs[0]
+    assert (gpu.method, gpu.tag, gpu.sets) == ("vcami", "gpu", ())
+    assert gpu.result_path(tmp_path).name == "mnist-all-full-seed1-gpu.json"
+    with pytest.raises(ValueError, match="not in the plan: vcami-mnist-seed7"):
+        select(["vcami-mnist-seed7"], tmp_path)
+    _result(tmp_path / "ganmm" / "mnist-all-full-seed0-raw.json")  # complete
+    with pytest.raises(ValueError, match="committed already"):
+        select(names, tmp_path)
+
+
+def test_prepare_names_the_selected_jobs_in_the_device_command(tmp_path, monkeypatch):
+    mirror = tmp_path / "mirror"
+    for folder in ("MNIST/raw", "USPS", "FashionMNIST/raw"):
+        (mirror / folder).mkdir(parents=True)
+        (mirror / folder / "a.gz").write_bytes(b"x" * 100)
+    monkeypatch.setenv("DCL_DATA_MIRROR", str(mirror))
+    monkeypatch.setattr(campaign, "ROOT", tmp_path / "repo")
+    monkeypatch.setattr(campaign, "tree_bytes", lambda: 1000)
+    monkeypatch.setattr(campaign, "outstanding", lambda results=None: [
+        j for j in plan() if j.name in ("vcami-gpu-mnist-seed0", "depict-usps-seed0")])
+
+    class R:
+        stdout, returncode = "", 0
+    monkeypatch.setattr(campaign, "_git", lambda *a: R())
+    cmd = campaign.prepare(only=["vcami-gpu-mnist-seed0"], parallel=4)
+    assert cmd.splitlines()[-1].endswith("--parallel 4 --only vcami-gpu-mnist-seed0")
+    assert "staged: mnist;" in cmd  # only what the selected job needs
+    assert not (tmp_path / "repo" / ".device_data" / "USPS").exists()
 
 
 @pytest.mark.skipif(git_commit().endswith("+dirty"), reason="collect checks the commit")
