@@ -144,21 +144,23 @@ def summary_rows(records: list[Record], dataset: str, profile: str,
     A run that its time budget stopped before the end of its schedule (``stopped_at``
     set) is not a result of the profile: it goes to a row of its own, tagged
     ``[cut by budget]``, each seed with where it stopped, and its seed counts as missing
-    in the method's row."""
+    in the method's row.  A variant's cut runs are ``[<tag>, cut by budget]``."""
     rows = []
     by_variant: dict[tuple[str, str | None], list[Record]] = {}
     for r in records:
         if r.dataset == dataset and r.profile == profile:
-            tag = r.tag or (CUT if r.data.get("stopped_at") is not None else None)
+            cut = CUT if r.data.get("stopped_at") is not None else None
+            tag = ", ".join(t for t in (r.tag, cut) if t) or None
             by_variant.setdefault((r.method, tag), []).append(r)
     for m in methods or []:
         by_variant.setdefault((m, None), [])
     for (method, tag), recs in sorted(by_variant.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
         recs = sorted(recs, key=lambda r: r.seed)
+        is_cut = tag is not None and tag.endswith(CUT)
         seeds = [r.seed for r in recs]
         row = {"method": method + (f" [{tag}]" if tag else ""),
                "seeds": ", ".join(map(str, seeds)) or "none"}
-        if tag == CUT:
+        if is_cut:
             row["seeds"] = ", ".join(f"{r.seed} (stopped at {r.data['stopped_at']})" for r in recs)
         if profile == "full" and tag is None:
             miss = [s for s in EXPECTED_SEEDS if s not in seeds]
@@ -167,7 +169,7 @@ def summary_rows(records: list[Record], dataset: str, profile: str,
         for m in METRICS:
             vals = [r.data["metrics"][m] for r in recs if m in r.data["metrics"]]
             # runs cut at different points are not samples of one thing: each on its own
-            row[m] = ", ".join(f"{v:.4f}" for v in vals) if tag == CUT else _mean_sd(vals)
+            row[m] = ", ".join(f"{v:.4f}" for v in vals) if is_cut else _mean_sd(vals)
         walls = [r.data["wall_time_s"] for r in recs]
         row["wall"] = f"{np.mean(walls) / 60:.1f} min" if walls else "—"
         row["device"] = "; ".join(sorted({r.data["device"] for r in recs})) or "—"

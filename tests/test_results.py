@@ -90,6 +90,14 @@ def test_a_run_cut_by_its_budget_is_not_averaged_with_complete_runs(tmp_path):
     assert rows["depict"]["acc"] == "0.9000" and "missing 1, 2" in rows["depict"]["seeds"]
     cut = rows[f"depict [{CUT}]"]
     assert cut["seeds"] == "1 (stopped at 208)" and cut["acc"] == "0.5000"
+    # a variant's cut run is marked too, not averaged with the variant's complete runs
+    recs += [Record(tmp_path / "c.json", "depict", "mnist", "full", 0, "agglo",
+                    {**base, "stopped_at": 178}),
+             Record(tmp_path / "d.json", "depict", "mnist", "full", 1, "agglo",
+                    {**base, "metrics": {"acc": 0.7, "nmi": 0.6, "ari": 0.5}, "stopped_at": None})]
+    rows = {r["method"]: r for r in summary_rows(recs, "mnist", "full", ["depict"])}
+    assert rows[f"depict [agglo, {CUT}]"]["seeds"] == "0 (stopped at 178)"
+    assert rows["depict [agglo]"]["acc"] == "0.7000" and rows["depict [agglo]"]["seeds"] == "1"
 
 
 def test_acc_vs_time_plots_one_dataset_only(tmp_path):
