@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        for f in report.get("restored", []):
+            print(f"restored {f}")
         for f in report["copied"]:
             print(f"copied   {f}")
         for r in report["refused"]:

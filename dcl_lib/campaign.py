@@ -39,7 +39,7 @@ from typing import Any
 
 from ._io import atomic_path, write_json
 
-__all__ = ["Job", "plan", "outstanding", "select", "run_campaign", "collect", "check_provenance", "prepare"]
+__all__ = ["Job", "plan", "outstanding", "select", "park", "unpark", "run_campaign", "collect", "check_provenance", "prepare"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -364,15 +364,53 @@ def _folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+PARKED = ".device_parked"  # ignored: the committed checkpoints, out of the travelling tree
+
+
+def park(root: Path | None = None) -> tuple[int, int]:
+    """Move the tracked checkpoints under ``results/`` into the ignored ``.device_parked/``
+    so that they do not travel (the campaign's runs never read a committed checkpoint:
+    full profiles train from scratch, ``--no-state``); return (files, bytes).  The tree
+    is dirty until :func:`unpark` (which ``collect`` and ``prepare`` call) moves them back;
+    the device command names the commit, whose code is what runs."""
+    root = ROOT if root is None else root
+    names = _git("ls-files", "-z", "results").stdout.split("\0")
+    files = [f for f in names if f.endswith(".pt") and (root / f).is_file()]
+    nbytes = 0
+    for f in files:
+        dst = root / PARKED / f
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        nbytes += (root / f).stat().st_size
+        shutil.move(root / f, dst)
+    return len(files), nbytes
+
+
+def unpark(root: Path | None = None) -> int:
+    """Move the checkpoints :func:`park` moved back into place; return how many."""
+    root = ROOT if root is None else root
+    src = root / PARKED
+    if not src.is_dir():
+        return 0
+    files = [p for p in src.rglob("*") if p.is_file()]
+    for p in files:
+        dst = root / p.relative_to(src)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(p, dst)
+    shutil.rmtree(src)
+    return len(files)
+
+
 def prepare(datasets: tuple[str, ...] | None = None, limit: int = TRAVEL_LIMIT,
             only: list[str] | None = None, parallel: int = 3) -> str:
     """Check the tree is clean, stage in ``.device_data/`` the archives of the datasets
     the outstanding runs need (in their priority order, as many as fit beside the tree
     under the device's travel limit) and return the device command (run it with
-    ``carry: [".device_data"]``).  With ``only``, the jobs named there (:func:`select`)
+    ``carry: [".device_data"]``).  When the tree and the archives do not fit together,
+    the committed checkpoints are parked first (:func:`park`).  With ``only``, the jobs named there (:func:`select`)
     and, in the command, ``--only`` and ``--parallel``."""
     from .data import mirror_dir
 
+    restored = unpark()  # an earlier window's parked checkpoints, never collected
     dirty = _git("status", "--porcelain").stdout.strip()
     if dirty:
         raise ValueError(f"commit first: the GPU run must name a clean commit; git status says\n{dirty}")
@@ -385,6 +423,10 @@ def prepare(datasets: tuple[str, ...] | None = None, limit: int = TRAVEL_LIMIT,
         datasets = tuple(dict.fromkeys(j.dataset for j in jobs if j.kind == "run"))
     size, staged, left = tree_bytes(), [], []
     stage = ROOT / ".device_data"
+    parked = (0, 0)
+    if size + sum(_folder_bytes(mirror / FOLDERS[d]) for d in datasets) > limit - 2**20:
+        parked = park()
+        size = tree_bytes()
     for d in datasets:
         need = _folder_bytes(mirror / FOLDERS[d])
         if size + need > limit - 2**20:  # 1 MiB of slack
@@ -403,6 +445,11 @@ def prepare(datasets: tuple[str, ...] | None = None, limit: int = TRAVEL_LIMIT,
                 shutil.copy2(f, dst / f.name)
     note = (f"# staged: {', '.join(staged) or 'nothing'}; travels {size / 2**20:.1f} MiB of "
             f"{limit / 2**20:.0f}")
+    if parked[0]:
+        note += (f"; parked {parked[0]} committed checkpoints ({parked[1] / 2**20:.1f} MiB) in "
+                 f"{PARKED}/ so they do not travel: collect (or the next prepare) moves them back")
+    if restored:
+        note += f"; moved back {restored} checkpoints parked by an earlier window"
     if left:
         note += f"; left behind (no room: commit fewer or smaller checkpoints): {', '.join(left)}"
     return (f"{note}\nDCL_GIT_COMMIT={sha} PYTHONPATH=. DCL_DATA_MIRROR=.device_data "
@@ -456,10 +503,13 @@ def collect(src: str | os.PathLike, results: Path = ROOT / "results") -> dict[st
 
     Refuses (and reports) a JSON whose provenance fails :func:`check_provenance`, or
     whose file already exists in ``results`` (unless the existing one is a run cut by
-    its budget: a new run replaces it); copies the others with their checkpoint.
+    its budget: a new run replaces it); copies the others with their checkpoint.  First
+    moves back the checkpoints :func:`prepare` parked (``report["restored"]``).
     """
     src = Path(src)
     report: dict[str, list[str]] = {"copied": [], "refused": []}
+    # the checkpoints prepare parked for the window, back into place
+    report["restored"] = [f"{n} parked checkpoints"] if (n := unpark(Path(results).parent)) else []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         archives = sorted(src.glob("*.tar")) if src.is_dir() else [src]

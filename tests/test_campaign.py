@@ -202,6 +202,39 @@ def test_prepare_stages_only_what_fits_under_the_travel_limit(tmp_path, monkeypa
     assert "python -m dcl_lib campaign" in cmd.splitlines()[-1]
 
 
+def test_prepare_parks_the_checkpoints_when_they_and_the_data_do_not_fit(tmp_path, monkeypatch):
+    mirror = tmp_path / "mirror"
+    (mirror / "MNIST/raw").mkdir(parents=True)
+    (mirror / "MNIST/raw" / "a.gz").write_bytes(b"x" * 3000)
+    root = tmp_path / "repo"
+    ck, js = root / "results" / "m" / "a.pt", root / "results" / "m" / "a.json"
+    ck.parent.mkdir(parents=True)
+    ck.write_bytes(b"w" * 5000)
+    js.write_text("{}")
+    monkeypatch.setenv("DCL_DATA_MIRROR", str(mirror))
+    monkeypatch.setattr(campaign, "ROOT", root)
+    monkeypatch.setattr(campaign, "tree_bytes", lambda: 1000 + (5000 if ck.exists() else 0))
+
+    class R:
+        returncode = 0
+
+        def __init__(self, args):
+            self.stdout = "results/m/a.json\0results/m/a.pt\0" if args[0] == "ls-files" else ""
+    monkeypatch.setattr(campaign, "_git", lambda *a: R(a))
+    cmd = campaign.prepare(("mnist",), limit=2**20 + 6000)  # 1000 + 5000 + 3000 do not fit
+    assert not ck.exists() and (root / ".device_parked" / "results" / "m" / "a.pt").exists()
+    assert js.exists()  # only checkpoints are parked
+    assert (root / ".device_data" / "MNIST" / "raw" / "a.gz").exists()
+    assert "parked 1 committed checkpoints" in cmd and "left behind" not in cmd
+    (tmp_path / "returned").mkdir()
+    report = collect(tmp_path / "returned", root / "results")  # after the window
+    assert report["restored"] == ["1 parked checkpoints"] and ck.read_bytes() == b"w" * 5000
+    assert not (root / ".device_parked").exists()
+    # room for both: nothing is parked
+    cmd = campaign.prepare(("mnist",), limit=2**20 + 10_000)
+    assert ck.exists() and "parked" not in cmd
+
+
 def test_a_run_whose_archives_were_not_carried_is_not_started(tmp_path, monkeypatch):
     monkeypatch.setenv("DCL_DATA_MIRROR", str(tmp_path / "empty"))
     jobs = [Job("run", "depict-usps-seed0", 3, "depict", "usps", 0)]
