@@ -59,14 +59,21 @@ class Chapter:
         return cls.for_profile(self.profile).with_overrides(changes) if changes else \
             cls.for_profile(self.profile)
 
-    def results(self, method: str, pattern: str = "*.json") -> list[dict]:
+    def results(self, method: str, pattern: str = "*.json", tag: str | None = "any"
+                ) -> list[dict]:
         """Committed results JSON of a method (``results/<method>/<pattern>``), each with
-        its ``path``; sorted by file name."""
+        its ``path`` and ``tag`` (what the file name adds after the seed: a variant, or a
+        rerun such as ``gpu``); sorted by file name.  ``tag=None`` keeps only the untagged
+        runs (a profile's own: ``mnist-all-full-seed*.json`` matches the tagged files
+        too), another string only the runs with that tag, ``"any"`` (default) all."""
+        from .results import _tag
+
         out = []
         for path in sorted((self.root / "results" / method).glob(pattern)):
             rec = json.loads(path.read_text())
-            rec["path"] = path
-            out.append(rec)
+            rec["path"], rec["tag"] = path, _tag(path, rec)
+            if tag == "any" or rec["tag"] == tag:
+                out.append(rec)
         return out
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 __all__ = ["PAPER", "EXPECTED_SEEDS", "RETIRED_FIELDS", "ADDED_FIELDS", "Record", "load_records",
            "summary_rows", "markdown_table", "html_table", "plot_acc_vs_time", "reevaluate",
-           "config_drift", "readme_block", "update_readme"]
+           "config_drift", "readme_block", "update_readme", "run_interval", "concurrent_runs"]
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED_SEEDS = (0, 1, 2)  # every full-profile row is a mean over these
@@ -112,6 +112,33 @@ def load_records(root: Path = ROOT / "results") -> list[Record]:
             continue  # a benchmark or a campaign summary
         out.append(Record(path, rec["method"], rec["dataset"], rec["profile"], int(rec["seed"]),
                           _tag(path, rec), rec))
+    return out
+
+
+def run_interval(rec: dict[str, Any]) -> tuple[float, float]:
+    """(start, end) of a run in POSIX seconds: it ended when its JSON was ``created`` and
+    started ``wall_time_s`` before (data loading and the final evaluation included)."""
+    from datetime import datetime
+
+    end = datetime.fromisoformat(rec["created"].replace("Z", "+00:00")).timestamp()
+    return end - float(rec["wall_time_s"]), end
+
+
+def concurrent_runs(rec: dict[str, Any], records: list[Record]) -> list[Record]:
+    """The other runs on the same device (by name) whose intervals overlap ``rec``'s: on a
+    lent GPU the campaign runs several at once, which a run's timing should be read with.
+    Only runs with a results JSON are seen (a benchmark, a killed run are not)."""
+    start, end = run_interval(rec)
+    out = []
+    for r in records:
+        if r.data is rec or r.data.get("created") == rec.get("created") and \
+                r.data.get("command") == rec.get("command"):
+            continue  # the run itself
+        if r.data.get("device") != rec.get("device") or "created" not in r.data:
+            continue
+        s, e = run_interval(r.data)
+        if s < end and start < e:
+            out.append(r)
     return out
 
 

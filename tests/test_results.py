@@ -116,3 +116,37 @@ def test_acc_vs_time_plots_one_dataset_only(tmp_path):
     ax = plot_acc_vs_time(recs, dataset="fashion-mnist")
     assert [list(line.get_ydata()) for line in ax.get_lines()] == [[0.3, 0.6]]
     plt.close("all")
+
+
+def test_chapter_results_selects_by_tag(tmp_path):
+    from dcl_lib.chapter import Chapter
+    base = {"method": "vcami", "dataset": "mnist", "split": "all", "profile": "full"}
+    (tmp_path / "results" / "vcami").mkdir(parents=True)
+    for name, seed in (("mnist-all-full-seed0", 0), ("mnist-all-full-seed1", 1),
+                       ("mnist-all-full-seed0-gpu", 0), ("mnist-all-full-seed0-gpu-e30", 0)):
+        (tmp_path / "results" / "vcami" / f"{name}.json").write_text(
+            json.dumps({**base, "seed": seed}))
+    ch = Chapter("quick", 0, None, tmp_path)
+    pat = "mnist-all-full-seed*.json"
+    assert len(ch.results("vcami", pat)) == 4  # the glob alone matches the tagged runs
+    assert [r["seed"] for r in ch.results("vcami", pat, tag=None)] == [0, 1]
+    assert [r["path"].stem for r in ch.results("vcami", pat, tag="gpu")] == [
+        "mnist-all-full-seed0-gpu"]
+    assert ch.results("vcami", pat, tag="gpu-e30")[0]["tag"] == "gpu-e30"
+
+
+def test_concurrent_runs_are_the_overlapping_intervals_on_the_same_device(tmp_path):
+    from dcl_lib.results import Record, concurrent_runs, run_interval
+
+    def rec(end, wall, device="NVIDIA H200", cmd="x"):
+        return {"created": end, "wall_time_s": wall, "device": device, "command": cmd}
+
+    a = rec("2026-11-27T01:46:44Z", 100.0, cmd="a")           # 01:45:04 to 01:46:44
+    others = {"b": rec("2026-11-27T01:46:00Z", 50.0, cmd="b"),  # inside a
+              "c": rec("2026-11-27T01:52:11Z", 435.0, cmd="c"),  # from 01:44:56: overlaps
+              "d": rec("2026-11-27T01:45:03Z", 60.0, cmd="d"),  # ends 1 s before a starts
+              "e": rec("2026-11-27T01:46:00Z", 50.0, "cpu (x86_64, 2 cores)", "e")}
+    assert run_interval(a)[1] - run_interval(a)[0] == 100.0
+    records = [Record(tmp_path / f"{k}.json", "m", "mnist", "full", 0, None, v)
+               for k, v in [("a", a), *others.items()]]
+    assert sorted(r.data["command"] for r in concurrent_runs(a, records)) == ["b", "c"]
