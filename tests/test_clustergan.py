@@ -269,7 +269,11 @@ def test_generator_step_raises_the_critic_score_of_its_samples():
     z_n, z_c, _ = sample_prior(8, cfg.dim_n, cfg.n_clusters, cfg.sigma, seeded_generator(3))
     with torch.no_grad():
         before = float(D(G(z_n, z_c)).mean())
-    opt = torch.optim.SGD(G.parameters(), lr=1e-2)
+    # The untrained critic's scores are about 5e-6 and its gradients tiny: a step of 1e-2
+    # moved the mean by less than float32 resolves (equal before and after on an AVX2
+    # CPU).  At lr 10 the step is still small (the change grows linearly in lr, measured:
+    # 2.6e-11, 2.6e-10, 2.6e-9 at lr 1, 10, 100) and well above the rounding.
+    opt = torch.optim.SGD(G.parameters(), lr=10.0)
     update_generator_encoder(G, D, None, opt, 8, cfg, seeded_generator(3), "cpu")
     with torch.no_grad():
         assert float(D(G(z_n, z_c)).mean()) > before

@@ -296,3 +296,20 @@ def test_raw_variant_fit_is_deterministic_and_reloads(tmp_path):
         GANMM(3, RAW).fit(x.flatten(1))
     with pytest.raises(ValueError, match="expected images of shape"):
         a.predict(torch.rand(5, 1, 12, 12))
+
+
+def test_estep_refuses_an_empty_cluster_instead_of_indexing_past_the_data():
+    """The last cluster empty indexed past the data (IndexError); an empty cluster before
+    it silently drew the next cluster's points as its own."""
+    from dcl_lib.methods.ganmm import EStep
+    from dcl_lib.train import seeded_generator
+    Z = torch.randn(20, 2)
+    post = torch.full((20, 3), 1 / 3)
+    for labels in (torch.tensor([0] * 10 + [1] * 10), torch.tensor([0] * 10 + [2] * 10)):
+        with pytest.raises(ValueError, match=r"have no points"):
+            EStep(post, "sample", sigma=2, batch=5, labels=labels)
+    # every cluster present: every own point drawn is the cluster's own
+    labels = torch.tensor([0] * 8 + [1] * 6 + [2] * 6)
+    est = EStep(post, "sample", sigma=2, batch=5, labels=labels)
+    idx = torch.stack([torch.cdist(b, Z).argmin(1) for b in est.batch(Z, seeded_generator(0))])
+    assert (labels[idx[:, :3]] == torch.arange(3)[:, None]).all()

@@ -284,7 +284,9 @@ class EStep:
     ``B - sigma`` points of S_k = {x : label k} (uniformly, with replacement) and
     ``sigma`` points with another label: in proportion to C_k(x) (``mode="sample"``, the
     official code) or uniformly among the ``ceil(sigma / B * |S_k|)`` of them with the
-    highest C_k(x) (``"top"``: the same fraction of the cluster as in the batch).
+    highest C_k(x) (``"top"``: the same fraction of the cluster as in the batch).  An
+    empty cluster is a ``ValueError`` (it would index past the data, or silently borrow
+    the next cluster's points).
     """
 
     def __init__(self, posterior: torch.Tensor, mode: str = "sample", sigma: int = 0,
@@ -296,6 +298,11 @@ class EStep:
         self.order = torch.argsort(self.labels, stable=True)  # indices grouped by cluster
         self.start = torch.cumsum(self.sizes, 0) - self.sizes
         self.mode, self.sigma, self.B = mode, int(sigma), int(batch)
+        empty = torch.nonzero(self.sizes == 0).flatten().tolist()
+        if empty and self.B > self.sigma:  # own points to draw, and none to draw them from
+            raise ValueError(f"cluster(s) {empty} have no points, so their batches cannot hold "
+                             f"their own points (B - sigma = {self.B - self.sigma}); train_ganmm "
+                             f"reseeds a starving cluster before its E-step")
         if self.sigma and mode == "top":
             w = posterior.T.clone()  # (K, N): C_k(x), own points excluded
             w[self.labels, torch.arange(len(self.labels), device=w.device)] = -1.0
