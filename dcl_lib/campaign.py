@@ -548,8 +548,7 @@ def main(args) -> int:
         return 0
     todo = select(only) if only else outstanding()
     print("outstanding, in order: " + ", ".join(j.name for j in todo), flush=True)
-    summary = run_campaign(args.out, args.budget_s, args.parallel, args.dry_run,
-                           jobs=todo if only else None)
+    summary = run_campaign(args.out, args.budget_s, args.parallel, args.dry_run, jobs=todo)
     for row in summary["runs"]:
         acc = f" ACC {row['acc']:.4f}" if row.get("acc") is not None else ""
         print(f"{row['job']:28s} {row['status']:26s} {row['wall_s']:7.1f} s{acc}")
