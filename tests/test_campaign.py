@@ -17,7 +17,16 @@ def test_plan_priority_and_outstanding(tmp_path):
     assert [j.name for j in jobs if j.tier == 0] == ["depict-mnist-seed0", "clustergan-mnist-seed0",
                                                      "vcami-mnist-seed0", "ganmm-raw-mnist-seed0",
                                                      "depict-agglo-mnist-seed0",
-                                                     "vcami-gpu-mnist-seed0"]
+                                                     "vcami-gpu-mnist-seed0",
+                                                     "vcami-gpu-lc8-mnist-seed0",
+                                                     "vcami-gpu-b512-mnist-seed0",
+                                                     "vcami-gpu-lr3-mnist-seed0",
+                                                     "vcami-gpu-aa-mnist-seed0",
+                                                     "vcami-gpu-ew3-mnist-seed0"]
+    # a VCAMI variant's fields reach its command, its name is its target's
+    aa = next(j for j in jobs if j.name == "vcami-gpu-aa-mnist-seed0")
+    assert (aa.method, aa.tag, aa.sets, aa.target) == ("vcami", "gpu-aa", (("views", "aug-aug"),),
+                                                       "vcami-gpu-aa")
     assert {j.n for j in jobs if j.kind == "bench"} == {100_000, 1_000_000}
     # DEPICT's USPS starts as the official code starts it: from the agglomerative partition
     usps = [j for j in jobs if j.dataset == "usps"]
@@ -122,6 +131,8 @@ def test_a_run_cut_by_its_budget_is_outstanding_in_its_place(tmp_path):
     _result(tmp_path / "ganmm" / "mnist-all-full-seed0-raw.json")  # complete
     _result(tmp_path / "depict" / "mnist-all-full-seed0-agglo.json")  # complete
     _result(tmp_path / "vcami" / "mnist-all-full-seed0-gpu.json")  # complete
+    for tag in ("lc8", "b512", "lr3", "aa", "ew3"):
+        _result(tmp_path / "vcami" / f"mnist-all-full-seed0-gpu-{tag}.json")  # complete
     names = [j.name for j in outstanding(tmp_path)]
     assert "clustergan-mnist-seed0" not in names and "vcami-mnist-seed0" not in names
     assert names[0] == "depict-mnist-seed0" and names[1] == "gmm-em-n100000"
