@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 test: $(STAMP)
-	DCL_PROGRESS=0 $(BIN)/python -m pytest tests --nbval-lax notebooks -p no:cacheprovider
+	DCL_PROGRESS=0 $(BIN)/python -m pytest tests --nbval-lax notebooks -p no:cacheprovider --durations=40
 
 book: $(STAMP)
 	rm -rf _build
