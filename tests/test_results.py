@@ -37,49 +37,44 @@ def test_every_checkpoint_has_its_json_and_every_named_checkpoint_exists():
     assert not missing, f"results JSON name checkpoints that are not committed: {missing}"
 
 
-def _reevaluated(paths: list[Path]) -> list[Path]:
-    """The results JSON whose checkpoints the suite re-evaluates: with ``DCL_VERIFY_ALL=1``
-    every one; otherwise every run of a profile (no tag: what the chapters' and the README's
-    tables rest on) and, of a variant (a tag), its lowest seed on each dataset and profile.
-    A variant's other seeds share its networks and its reload code; each takes half a minute
-    on 2 cores (36 of the 66 checkpoints are VCAMI variants), which CI's time limit does not
-    allow for all of them.  ``DCL_VERIFY_ALL=1`` checks them all (run after a GPU window)."""
-    recs = {p: json.loads(p.read_text()) for p in paths}
-    recs = {p: r for p, r in recs.items() if r.get("checkpoint")}
+def _reevaluated(records) -> list[Path]:
+    """The results JSON whose checkpoints the suite re-evaluates (``records``: from
+    :func:`load_records`): with ``DCL_VERIFY_ALL=1`` every one; otherwise every run of a
+    profile (no tag: what the chapters' and the README's tables rest on) and, of a variant
+    (a tag), its lowest seed on each dataset and profile.  A variant's other seeds share its
+    networks and its reload code; each takes half a minute on 2 cores (36 of the 66
+    checkpoints are VCAMI variants), which CI's time limit does not allow for all of them.
+    ``DCL_VERIFY_ALL=1`` checks them all (run after a GPU window)."""
+    with_ck = [r for r in records if r.data.get("checkpoint")]
     if os.environ.get("DCL_VERIFY_ALL") == "1":
-        return sorted(recs)
-    profile_runs, lowest = set(), {}
-    for p, r in recs.items():
-        tag = _tag(p, r)
-        if tag is None:
-            profile_runs.add(p)
-            continue
-        key = (p.parent.name, r["dataset"], r["profile"], r["split"], tag)
-        if key not in lowest or r["seed"] < recs[lowest[key]]["seed"]:
-            lowest[key] = p
-    return sorted(profile_runs | set(lowest.values()))
+        return sorted(r.path for r in with_ck)
+    lowest = {}  # a profile run is its own group; a variant's seeds form one
+    for r in with_ck:
+        key = ((r.path,) if r.tag is None else
+               (r.path.parent.name, r.dataset, r.profile, r.data["split"], r.tag))
+        if key not in lowest or r.seed < lowest[key].seed:
+            lowest[key] = r
+    return sorted(r.path for r in lowest.values())
 
 
 def test_the_reevaluated_checkpoints_cover_every_profile_run_and_variant(monkeypatch):
-    with_ck = [p for p in METHOD_JSONS if json.loads(p.read_text()).get("checkpoint")]
-    chosen = _reevaluated(with_ck)
-    for p in with_ck:
-        r = json.loads(p.read_text())
+    raw = {p: json.loads(p.read_text()) for p in METHOD_JSONS}
+    raw = {p: r for p, r in raw.items() if r.get("checkpoint")}
+    chosen = _reevaluated(load_records(RESULTS))
+    for p, r in raw.items():
         tag = _tag(p, r)
         if tag is None:
             assert p in chosen, p.name  # every profile run
         else:  # one seed of every variant, the lowest
-            same = [q for q in with_ck if q.parent == p.parent and _tag(q, json.loads(q.read_text())) == tag
-                    and json.loads(q.read_text())["dataset"] == r["dataset"]
-                    and json.loads(q.read_text())["profile"] == r["profile"]
-                    and json.loads(q.read_text())["split"] == r["split"]]
-            lowest = min(same, key=lambda q: json.loads(q.read_text())["seed"])
+            same = [q for q, s in raw.items() if q.parent == p.parent and _tag(q, s) == tag
+                    and all(s[f] == r[f] for f in ("dataset", "profile", "split"))]
+            lowest = min(same, key=lambda q: raw[q]["seed"])
             assert (p in chosen) == (p == lowest), p.name
     monkeypatch.setenv("DCL_VERIFY_ALL", "1")
-    assert _reevaluated(with_ck) == sorted(with_ck)
+    assert _reevaluated(load_records(RESULTS)) == sorted(raw)
 
 
-@pytest.mark.parametrize("path", _reevaluated(METHOD_JSONS), ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", _reevaluated(load_records(RESULTS)), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_checkpoint_reproduces_its_metrics(path, mirror):
     rec = json.loads(path.read_text())
     got, labels = reevaluate(path)
