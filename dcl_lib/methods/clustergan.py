@@ -21,8 +21,9 @@ from ..config import MethodConfig
 from ..metrics import evaluate
 from ..gan import gradient_penalty, sample_prior, wasserstein_critic_loss, wasserstein_generator_loss
 from ..nets import ConvGenerator, ConvHead, MLPGenerator, MLPHead
-from ..train import (INT8_MIN_NUMEL, CapturedStep, History, LossWindow, TrainState, batched,
-                     compact_state, eval_mode, make_adam, progress, random_batch, seeded_generator)
+from ..train import (CONV_EVAL_BATCH, INT8_MIN_NUMEL, CapturedStep, History, LossWindow,
+                     TrainState, batched, compact_state, eval_mode, make_adam, on_device,
+                     progress, random_batch, seeded_generator)
 from .base import (ClusterEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters,
                    check_unit_range, seed_from)
 from .kmeans import KMeans
@@ -240,7 +241,7 @@ def within_class_diversity(X: torch.Tensor, y: torch.Tensor) -> float:
     return float(torch.stack([X[y == c].std(0).mean() for c in torch.unique(y)]).mean())
 
 
-def encode(E: Encoder, X: torch.Tensor, batch_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+def encode(E: Encoder, X: torch.Tensor, batch_size: int = CONV_EVAL_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
     """(z_n_hat, softmax(z_c logits)) for every image, in eval mode, without gradients."""
     zn, logits = batched(E, X, batch_size, nets=(E,))
     return zn, torch.softmax(logits, 1)
@@ -269,8 +270,8 @@ def train_clustergan(X: torch.Tensor, cfg: ClusterGANConfig, seed: int, device,
         cfg = dataclasses.replace(cfg, dim_n=cfg.dim_n + cfg.n_clusters, n_clusters=0,
                                   use_encoder=False)
     G, D, E = build_networks(cfg, tuple(X.shape[1:]), cfg.use_encoder)
-    G, D = G.to(device), D.to(device)
-    E = E.to(device) if E is not None else None
+    G, D = on_device(G, device), on_device(D, device)
+    E = on_device(E, device) if E is not None else None
     graphed = cfg.cuda_graph and device.type == "cuda"
     if graphed:  # a CUDA graph replays draws from the default generator (seeded above)
         g = torch.cuda.default_generators[device.index if device.index is not None
@@ -525,9 +526,9 @@ class ClusterGAN(ClusterEstimator):
         dev = get_device(device)
         est = cls(cfg.n_clusters, cfg, device=device)
         G, _, E = build_networks(cfg, shape)
-        est.generator_ = (load_compact_state(G, ck["generator"]).to(dev) if "generator" in ck
-                          else None)
-        est.encoder_ = load_compact_state(E, ck["encoder"]).to(dev)
+        est.generator_ = (on_device(load_compact_state(G, ck["generator"]), dev)
+                          if "generator" in ck else None)
+        est.encoder_ = on_device(load_compact_state(E, ck["encoder"]), dev)
         est.config_, est.image_shape_, est.critic_, est.history_ = cfg, shape, None, None
         return est
 

@@ -36,8 +36,9 @@ from torch import nn
 
 from ..gan import gradient_penalty, sample_normal
 from ..nets import BatchedMLP, ConvGenerator, ConvHead, PerComponent, mlp
-from ..train import (INT8_MIN_NUMEL, History, LossWindow, TrainState, batched, compact_state,
-                     load_compact_state, make_adam, progress, seeded_generator)
+from ..train import (CONV_EVAL_BATCH, INT8_MIN_NUMEL, History, LossWindow, TrainState, batched,
+                     compact_state, load_compact_state, make_adam, on_device, progress,
+                     seeded_generator)
 from .autoencoder import AutoencoderConfig, codes_from_checkpoint, encode, train_autoencoder
 from .base import (ConfiguredEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters,
                    check_unit_range)
@@ -622,7 +623,8 @@ def _reload(ck, data, cfg: GANMMConfig, device) -> np.ndarray:
     if cfg.variant == "raw":
         C = ConvHead(tuple(data.x.shape[1:]), cfg.n_clusters, cfg.raw_hidden, cfg.raw_channels)
         load_compact_state(C, ck["classifier"])
-        logits = batched(C.to(device), data.x.to(device), 4096, nets=(C,))
+        C = on_device(C, device)
+        logits = batched(C, data.x.to(device), CONV_EVAL_BATCH, nets=(C,))
         return logits.argmax(1).cpu().numpy()
     nets = GANMMNets(cfg.n_clusters, cfg.latent_dim, cfg.z_dim, cfg.gan_hidden, cfg.gan_depth)
     nets.load_state_dict(ck["ganmm"])

@@ -49,8 +49,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import MethodConfig
-from ..train import (History, LossWindow, TrainState, batched, cosine_lr, make_adam, minibatches,
-                     progress, seeded_generator, set_lr)
+from ..train import (CONV_EVAL_BATCH, History, LossWindow, TrainState, batched, cosine_lr,
+                     make_adam, minibatches, on_device, progress, seeded_generator, set_lr)
 from .base import ConfiguredEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters
 
 __all__ = ["VCAMIConfig", "augment", "VCAMINets", "jsd_mi", "global_mi_loss", "local_mi_loss",
@@ -390,7 +390,7 @@ def update_vcami(nets: VCAMINets, opt: torch.optim.Optimizer, x: torch.Tensor,
 @torch.no_grad()
 def encode_all(nets: VCAMINets, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(m(x), log p(c | m(x))) for every image (evaluation mode is the caller's)."""
-    m = batched(lambda b: nets.encode(b)[1], X, 1024)
+    m = batched(lambda b: nets.encode(b)[1], X, CONV_EVAL_BATCH)
     return m, nets.posterior(m)
 
 
@@ -451,7 +451,7 @@ def train_vcami(X: torch.Tensor, cfg: VCAMIConfig, seed: int = 0, device="cpu",
     check_n_clusters(K, N)
     g = seeded_generator(seed, device)
     torch.manual_seed(seed)
-    nets = VCAMINets(X.shape[1:], cfg).to(device)
+    nets = on_device(VCAMINets(X.shape[1:], cfg), device)
     opt = make_adam(nets.parameters(), cfg.lr, device)
     hist = History(y)
     hist.series.setdefault("events", [])
@@ -584,7 +584,7 @@ def _fit(data, cfg: VCAMIConfig, ctx: RunContext) -> FitResult:
 
 
 def _reload(ck, data, cfg: VCAMIConfig, device) -> np.ndarray:
-    nets = VCAMINets(data.x.shape[1:], cfg).to(device)
+    nets = on_device(VCAMINets(data.x.shape[1:], cfg), device)
     weights = {k: v.float() if v.is_floating_point() else v for k, v in ck.items()
                if isinstance(v, torch.Tensor)}  # (the record's config sits beside them)
     missing = nets.load_state_dict(weights, strict=False).missing_keys
