@@ -71,6 +71,12 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "vcami-gpu-lr3": ("mnist",),
     "vcami-gpu-aa": ("mnist",),
     "vcami-gpu-ew3": ("mnist",),
+    # two augmented views kept 6 of 6 seeds out of the 0.97 band but none reached 0.99
+    # (chapter 06, section 5.3); the two untried neighbours of that configuration: milder
+    # affine maps (two distorted views share less than one clean and one distorted), and
+    # a smaller clustering weight (lam_cmi 8 with two views fell back into the band)
+    "vcami-gpu-aa-mild": ("mnist",),
+    "vcami-gpu-aa-lc2": ("mnist",),
 }
 # A target that is a variant of a method: (method, config fields set, file-name tag)
 VARIANTS: dict[str, tuple[str, tuple[tuple[str, Any], ...], str]] = {
@@ -82,6 +88,9 @@ VARIANTS: dict[str, tuple[str, tuple[tuple[str, Any], ...], str]] = {
     "vcami-gpu-lr3": ("vcami", (("lr", 3e-4),), "gpu-lr3"),
     "vcami-gpu-aa": ("vcami", (("views", "aug-aug"),), "gpu-aa"),
     "vcami-gpu-ew3": ("vcami", (("entropy_weight", 3.0),), "gpu-ew3"),
+    "vcami-gpu-aa-mild": ("vcami", (("views", "aug-aug"), ("rotate", 10.0), ("zoom", 0.1),
+                                    ("shear", 5.0), ("translate", 2.0)), "gpu-aa-mild"),
+    "vcami-gpu-aa-lc2": ("vcami", (("views", "aug-aug"), ("lam_cmi", 2.0)), "gpu-aa-lc2"),
 }
 SEEDS = (0, 1, 2)
 BENCH_N = (100_000, 1_000_000)  # EM on the GPU against scikit-learn

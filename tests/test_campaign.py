@@ -22,11 +22,16 @@ def test_plan_priority_and_outstanding(tmp_path):
                                                      "vcami-gpu-b512-mnist-seed0",
                                                      "vcami-gpu-lr3-mnist-seed0",
                                                      "vcami-gpu-aa-mnist-seed0",
-                                                     "vcami-gpu-ew3-mnist-seed0"]
+                                                     "vcami-gpu-ew3-mnist-seed0",
+                                                     "vcami-gpu-aa-mild-mnist-seed0",
+                                                     "vcami-gpu-aa-lc2-mnist-seed0"]
     # a VCAMI variant's fields reach its command, its name is its target's
     aa = next(j for j in jobs if j.name == "vcami-gpu-aa-mnist-seed0")
     assert (aa.method, aa.tag, aa.sets, aa.target) == ("vcami", "gpu-aa", (("views", "aug-aug"),),
                                                        "vcami-gpu-aa")
+    mild = next(j for j in jobs if j.name == "vcami-gpu-aa-mild-mnist-seed0")
+    assert dict(mild.sets) == {"views": "aug-aug", "rotate": 10.0, "zoom": 0.1, "shear": 5.0,
+                               "translate": 2.0} and mild.tag == "gpu-aa-mild"
     assert {j.n for j in jobs if j.kind == "bench"} == {100_000, 1_000_000}
     # DEPICT's USPS starts as the official code starts it: from the agglomerative partition
     usps = [j for j in jobs if j.dataset == "usps"]
@@ -130,9 +135,9 @@ def test_a_run_cut_by_its_budget_is_outstanding_in_its_place(tmp_path):
     _result(tmp_path / "vcami" / "mnist-all-full-seed0.json")  # complete
     _result(tmp_path / "ganmm" / "mnist-all-full-seed0-raw.json")  # complete
     _result(tmp_path / "depict" / "mnist-all-full-seed0-agglo.json")  # complete
-    _result(tmp_path / "vcami" / "mnist-all-full-seed0-gpu.json")  # complete
-    for tag in ("lc8", "b512", "lr3", "aa", "ew3"):
-        _result(tmp_path / "vcami" / f"mnist-all-full-seed0-gpu-{tag}.json")  # complete
+    for method, _, tag in campaign.VARIANTS.values():  # every VCAMI variant's seed 0: complete
+        if method == "vcami":
+            _result(tmp_path / "vcami" / f"mnist-all-full-seed0-{tag}.json")
     names = [j.name for j in outstanding(tmp_path)]
     assert "clustergan-mnist-seed0" not in names and "vcami-mnist-seed0" not in names
     assert names[0] == "depict-mnist-seed0" and names[1] == "gmm-em-n100000"
