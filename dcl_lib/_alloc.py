@@ -11,10 +11,9 @@ the settings below (and batches of 256) it takes 12 s with 0.02 million.
 :func:`keep_freed_memory` fixes the ``mmap`` threshold at its largest value, 32 MiB
 (blocks below it come from the heap), and trims the heap only when more than 2 GiB
 at its top are free: the process keeps what it has freed, up to its peak use, for the
-next batch.  Numbers do
-not change, only where memory comes from.  ``import dcl_lib`` calls it once;
-``DCL_KEEP_FREED_MEMORY=0`` leaves glibc's defaults.  Elsewhere (macOS, musl) it does
-nothing.
+next batch.  Numbers do not change, only where memory comes from.  ``import dcl_lib``
+calls it once; ``DCL_KEEP_FREED_MEMORY=0`` leaves glibc's defaults.  Elsewhere (macOS,
+musl) it does nothing.
 """
 from __future__ import annotations
 

@@ -241,7 +241,8 @@ def within_class_diversity(X: torch.Tensor, y: torch.Tensor) -> float:
     return float(torch.stack([X[y == c].std(0).mean() for c in torch.unique(y)]).mean())
 
 
-def encode(E: Encoder, X: torch.Tensor, batch_size: int = CONV_EVAL_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
+def encode(E: Encoder, X: torch.Tensor, batch_size: int = CONV_EVAL_BATCH
+           ) -> tuple[torch.Tensor, torch.Tensor]:
     """(z_n_hat, softmax(z_c logits)) for every image, in eval mode, without gradients."""
     zn, logits = batched(E, X, batch_size, nets=(E,))
     return zn, torch.softmax(logits, 1)
