@@ -305,12 +305,12 @@ print(_alloc.applied, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - befo
 def test_import_keeps_freed_memory_so_evaluation_batches_do_not_page_fault(keep):
     """``import dcl_lib`` fixes glibc's mmap threshold and trims nothing: VCAMI's encoder
     over 40 batches of ``CONV_EVAL_BATCH`` images, after 20 that grew the heap, reuses
-    the memory each batch freed (measured: 0 page faults).  The control leaves the
-    settings off and pins glibc's starting mmap threshold, 128 KiB
-    (``MALLOC_MMAP_THRESHOLD_``): every block above it is mapped and unmapped, about
-    36,000 page faults a batch.  (Left dynamic, glibc's threshold follows the history of
-    the process: 12,000-19,000 faults a batch in most runs here, 156 in one; too
-    uncertain for a control.)"""
+    most of the memory each batch freed (measured: 0 to 1,334 page faults a batch over
+    a dozen runs).  The control leaves the settings off and pins glibc's starting mmap
+    threshold, 128 KiB (``MALLOC_MMAP_THRESHOLD_``): every block above it is mapped and
+    unmapped, about 36,281 page faults a batch in every run measured.  (Left dynamic, glibc's
+    threshold follows the history of the process: 12,000-19,000 faults a batch in most
+    runs here, 156 in one; too uncertain for a control.)"""
     env = dict(os.environ, DCL_KEEP_FREED_MEMORY=keep)
     if keep == "0":
         env["MALLOC_MMAP_THRESHOLD_"] = str(128 * 2**10)
@@ -318,6 +318,6 @@ def test_import_keeps_freed_memory_so_evaluation_batches_do_not_page_fault(keep)
                          check=True).stdout.split()
     applied, per_batch = out[0] == "True", float(out[1])
     if keep == "1":
-        assert applied and per_batch < 100, per_batch
+        assert applied and per_batch < 5000, per_batch
     else:  # the settings off: the control that shows the test can fail
-        assert not applied and per_batch > 2000, per_batch
+        assert not applied and per_batch > 20000, per_batch
