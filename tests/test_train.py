@@ -282,7 +282,6 @@ def test_train_state_refuses_truncated_foreign_and_other_runs(tmp_path):
         _tiny_loop(TrainState(path, identity={"seed": 0, "config": {"lr": 0.2}}, resume=True))
 
 
-
 _FAULTS = """
 import resource
 import torch
