@@ -1,6 +1,7 @@
 """The dense autoencoder: it learns, it is deterministic on CPU, its runner method works."""
 import json
 
+import pytest
 import torch
 
 from dcl_lib.data import load_dataset
@@ -47,3 +48,50 @@ def test_runner_gmm_pixels_and_pca(tmp_path):
     pix = run("gmm", "digits", "quick", seed=0, out_dir=tmp_path / "p",
               overrides={"features": "pixels", "covariance_type": "diag", "reg_covar": 1e-2})
     assert pca["metrics"]["acc"] > 0.5 and pix["metrics"]["acc"] > 0.4
+
+
+def test_cached_autoencoder_is_the_live_one_and_its_key_sees_every_input(tmp_path, monkeypatch):
+    """A cache hit must be indistinguishable from training live: the same weights, the
+    same history, and torch's global generator left where training leaves it (dropout
+    draws from it).  Any change of data, config or seed misses; DCL_RETRAIN=1 and an
+    unreadable file train again."""
+    from dcl_lib.methods import autoencoder as A
+
+    monkeypatch.setenv("DCL_MODEL_CACHE", str(tmp_path))
+    monkeypatch.delenv("DCL_RETRAIN", raising=False)
+    X = load_dataset("digits").flat()[:400]
+    cfg = AutoencoderConfig(hidden=(32,), latent_dim=4, epochs=3, batch_size=64)
+    live, h_live = train_autoencoder(X, cfg, seed=5, verbose=False)
+    after_live = torch.rand(3)
+
+    m1, h1 = A.cached_autoencoder(X, cfg, seed=5, verbose=False)  # a miss: trains, saves
+    assert h1.scalars["cached_from"] is None and len(list(tmp_path.glob("*.pt"))) == 1
+    assert torch.equal(torch.rand(3), after_live)
+    m2, h2 = A.cached_autoencoder(X, cfg, seed=5, verbose=False)  # a hit
+    assert h2.scalars["cached_from"] == str(next(tmp_path.glob("*.pt")))
+    assert torch.equal(torch.rand(3), after_live)  # the generator as after live training
+    for m in (m1, m2):
+        assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(),
+                                                       live.state_dict().values()))
+    assert h2["loss/recon"] == h_live["loss/recon"] and h2["step"] == h_live["step"]
+    assert not m2.training
+
+    def no_training(*a, **k):
+        raise AssertionError("trained although the cache holds this network")
+
+    monkeypatch.setattr(A, "train_autoencoder", no_training)
+    A.cached_autoencoder(X, cfg, seed=5, verbose=False)
+    key = A._cache_key
+    base = key(X, cfg, 5, torch.device("cpu"))
+    assert base != key(X, cfg, 6, torch.device("cpu"))
+    assert base != key(X, AutoencoderConfig(hidden=(32,), latent_dim=4, epochs=4,
+                                            batch_size=64), 5, torch.device("cpu"))
+    X2 = X.clone()
+    X2[0, 0] += 1e-3
+    assert base != key(X2, cfg, 5, torch.device("cpu"))
+    for env, content in (("1", None), ("0", b"not a checkpoint")):
+        monkeypatch.setenv("DCL_RETRAIN", env)
+        if content:
+            next(tmp_path.glob("*.pt")).write_bytes(content)
+        with pytest.raises(AssertionError, match="trained although"):
+            A.cached_autoencoder(X, cfg, seed=5, verbose=False)

@@ -260,23 +260,7 @@ def test_pretrained_network_replaces_pretraining(tmp_path, monkeypatch):
     assert "--set pretrained=None" in PRETRAIN_COMMAND
 
 
-def test_clustering_phases_improve_on_their_own_starting_point(mirror):
-    """From the committed pretrained network (the quick profile's start), a short run of
-    the clustering phases must beat k-means on that same embedding clearly, and the
-    main loop must improve on the agglomerative partition it starts from.  Measured
-    (commit of this test, 2-core CPU): k-means 0.746, agglomerative init 0.805, 0.825
-    after the 12 main epochs of the quick profile; here 6 main epochs.  The margins allow
-    for CPU run-to-run noise (up to 0.005 seen)."""
-    from dcl_lib.metrics import cluster_acc
-
-    data = load_dataset("mnist", "train", subset=10_000, seed=0)
-    cfg = dataclasses.replace(DepictConfig.for_profile("quick"), epochs=6)
-    est = DEPICT(10, cfg, random_state=0).fit(data.x, y_eval=data.y)
-    h = est.history_
-    assert "pretrain" not in h["phase"]  # started from the committed network
-    start = h["kmeans_acc"]
-    acc = cluster_acc(data.y, est.labels_)
-    assert acc >= start + 0.06
-    assert h["init_acc"] >= start + 0.04 and acc >= h["init_acc"] + 0.008
-    warm_end = max(i for i, p in enumerate(h["phase"]) if p == "warmup")
-    assert h["acc"][-1] > h["acc"][warm_end]  # the main loop itself moves the labels up
+# That the clustering phases improve on their own starting point (k-means on the committed
+# pretrained network, then the agglomerative start, then the main loop) is asserted by
+# chapter 04 under nbval, on the quick profile's full schedule: a short copy of that run
+# here cost 94 s of CI for the same three inequalities.

@@ -75,7 +75,7 @@ def _kill_after_first_save(args, out, state):
                 "pretrain_epochs=4", "--set", "warmup_epochs=3", "--set", "epochs=4",
                 "--set", "kmeans_n_init=2", "--set", "pretrained=None"]),
     ("clustergan", ["--dataset", "digits", "--profile", "quick", "--set", "hidden=16",
-                    "--set", "channels=(2, 4)", "--set", "iterations=400", "--set", "eval_every=20",
+                    "--set", "channels=(2, 4)", "--set", "iterations=150", "--set", "eval_every=25",
                     "--set", "batch_size=16"]),
 ])
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path, method, args, request):

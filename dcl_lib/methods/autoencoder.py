@@ -5,18 +5,24 @@ Order: config -> the training step -> the loop -> batched encoding.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import os
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from .._io import atomic_path
 from ..config import MethodConfig
 from ..nets import MLPAutoencoder
 from ..train import (History, LossWindow, TrainState, batched, make_adam, minibatches, progress,
                      seeded_generator)
 
-__all__ = ["AutoencoderConfig", "update_autoencoder", "train_autoencoder", "encode",
-           "codes_from_checkpoint"]
+__all__ = ["AutoencoderConfig", "update_autoencoder", "train_autoencoder", "cached_autoencoder",
+           "model_cache_dir", "encode", "codes_from_checkpoint"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,78 @@ def train_autoencoder(X: torch.Tensor, cfg: AutoencoderConfig, seed: int = 0,
         if state.checkpoint(epoch, final=epoch == cfg.epochs, epoch=epoch):
             break
     model.eval()
+    return model, hist
+
+
+def model_cache_dir() -> Path:
+    """Where :func:`cached_autoencoder` keeps trained networks: ``$DCL_MODEL_CACHE`` or
+    ``~/.cache/dcl/models`` (beside the data cache)."""
+    env = os.environ.get("DCL_MODEL_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "dcl" / "models"
+
+
+def _cache_key(X: torch.Tensor, cfg: AutoencoderConfig, seed: int, device: torch.device) -> str:
+    """Everything the trained weights depend on: the data's bytes, every config field, the
+    seed, and where the float arithmetic ran (device type, torch version, CPU threads:
+    a different thread count rounds differently)."""
+    h = hashlib.sha256()
+    x = X.reshape(len(X), -1).to("cpu", torch.float32).contiguous()
+    h.update(str(tuple(x.shape)).encode())
+    h.update(x.numpy().tobytes())
+    where = {"device": device.type, "torch": torch.__version__,
+             "threads": torch.get_num_threads() if device.type == "cpu" else None}
+    meta = {"config": dataclasses.asdict(cfg), "seed": int(seed), **where}
+    h.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:24]
+
+
+def cached_autoencoder(X: torch.Tensor, cfg: AutoencoderConfig, seed: int = 0,
+                       device: torch.device | str = "cpu", verbose: bool = True
+                       ) -> tuple[MLPAutoencoder, History]:
+    """:func:`train_autoencoder`, remembered on disk: the chapters that start from the same
+    autoencoder (01, 02 and 03: same config, images and seed) train it once.
+
+    The key (:func:`_cache_key`) covers the data, the config, the seed, the device type,
+    the torch version and the CPU thread count, so a hit returns exactly the network a
+    live training would give on this machine: the same weights, the same history (its
+    ``seconds`` are those of the training that wrote the file) and the same state of
+    torch's global random generator afterwards (training draws its dropout masks from it).
+    ``history.scalars["cached_from"]`` names the file on a hit (``None`` when trained).
+    ``DCL_RETRAIN=1`` trains live and does not read the cache; a file that does not load
+    is trained again and replaced."""
+    device = torch.device(device)
+    path = model_cache_dir() / f"autoencoder-{_cache_key(X, cfg, seed, device)}.pt"
+    if os.environ.get("DCL_RETRAIN") != "1" and path.exists():
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            model = MLPAutoencoder(X.reshape(len(X), -1).shape[1], cfg.hidden, cfg.latent_dim)
+            model.load_state_dict(saved["model"])
+            hist = History()
+            hist.load(saved["history"])
+        except Exception as exc:  # a truncated or foreign file: train again
+            if verbose:
+                print(f"cached autoencoder {path} does not load ({exc}); training it again")
+        else:
+            torch.manual_seed(seed)  # as train_autoencoder does (every device's generator)
+            torch.set_rng_state(saved["rng"]["cpu"])
+            if device.type == "cuda":
+                torch.cuda.set_rng_state(saved["rng"]["cuda"], device)
+            hist.scalars["cached_from"] = str(path)
+            if verbose:
+                print(f"autoencoder: trained earlier with the same settings, loaded from {path} "
+                      "(DCL_RETRAIN=1 trains it again)")
+            return model.to(device).eval(), hist
+    model, hist = train_autoencoder(X, cfg, seed, device, verbose=verbose)
+    rng = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    with atomic_path(path) as tmp:
+        torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()},
+                    "history": hist.to_dict(), "rng": rng}, tmp)
+    hist.scalars["cached_from"] = None
     return model, hist
 
 
