@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dcl_lib.campaign import check_provenance
+from dcl_lib.methods import get_spec, method_names
 from dcl_lib.results import (ADDED_FIELDS, RETIRED_FIELDS, _tag, config_drift, load_records,
                              readme_block, reevaluate, summary_rows)
 
@@ -37,41 +38,112 @@ def test_every_checkpoint_has_its_json_and_every_named_checkpoint_exists():
     assert not missing, f"results JSON name checkpoints that are not committed: {missing}"
 
 
+def _reload_key(method: str, rec: dict, tag: str | None) -> tuple:
+    """What re-evaluating a run exercises: its method and data and, where the method
+    declares them (``MethodSpec.reload_fields``), the config fields its reload reads;
+    otherwise its tag."""
+    spec = get_spec(method)
+    base = (method, rec["dataset"], rec["profile"], rec["split"])
+    if spec.reload_fields is None:
+        return base + (("tag", tag),)
+    cfg = spec.config.from_dict(rec["config"], strict=False)
+    return base + tuple((f, getattr(cfg, f)) for f in spec.reload_fields)
+
+
 def _reevaluated(records) -> list[Path]:
     """The results JSON whose checkpoints the suite re-evaluates (``records``: from
     :func:`load_records`): with ``DCL_VERIFY_ALL=1`` every one; otherwise every run of a
-    profile (no tag: what the chapters' and the README's tables rest on) and, of a variant
-    (a tag), its lowest seed on each dataset and profile.  A variant's other seeds share its
-    networks and its reload code; each takes half a minute on 2 cores (36 of the 66
-    checkpoints are VCAMI variants), which CI's time limit does not allow for all of them.
-    ``DCL_VERIFY_ALL=1`` checks them all (run after a GPU window)."""
+    profile (no tag: what the chapters' and the README's tables rest on) and one run, the
+    lowest seed, of each variant (a tag) that reloads differently from every profile run.
+    "Differently": another tag, or, for a method that declares the config fields its
+    reload reads, another value of one of them (VCAMI's GPU sweep changes training fields
+    only: its ten variants reload through the profile's network and code).  A skipped
+    run's checkpoint still loads through code that the suite checks; each re-evaluation
+    takes 12-30 s on 2 cores (36 of the 66 checkpoints are VCAMI variants), which CI's
+    time limit does not allow for all of them.  ``DCL_VERIFY_ALL=1`` checks them all (run
+    after a GPU window)."""
     with_ck = [r for r in records if r.data.get("checkpoint")]
     if os.environ.get("DCL_VERIFY_ALL") == "1":
         return sorted(r.path for r in with_ck)
-    lowest = {}  # a profile run is its own group; a variant's seeds form one
+    key = {r.path: _reload_key(r.data["method"], r.data, r.tag) for r in with_ck}
+    profile_keys = {key[r.path] for r in with_ck if r.tag is None}
+    lowest = {}
     for r in with_ck:
-        key = ((r.path,) if r.tag is None else
-               (r.path.parent.name, r.dataset, r.profile, r.data["split"], r.tag))
-        if key not in lowest or r.seed < lowest[key].seed:
-            lowest[key] = r
-    return sorted(r.path for r in lowest.values())
+        if r.tag is None or key[r.path] in profile_keys:
+            continue
+        k = key[r.path]
+        if k not in lowest or (r.seed, r.path.name) < (lowest[k].seed, lowest[k].path.name):
+            lowest[k] = r
+    return sorted([r.path for r in with_ck if r.tag is None] + [r.path for r in lowest.values()])
 
 
 def test_the_reevaluated_checkpoints_cover_every_profile_run_and_variant(monkeypatch):
     raw = {p: json.loads(p.read_text()) for p in METHOD_JSONS}
     raw = {p: r for p, r in raw.items() if r.get("checkpoint")}
     chosen = _reevaluated(load_records(RESULTS))
+    same_data = ("method", "dataset", "profile", "split")
     for p, r in raw.items():
         tag = _tag(p, r)
         if tag is None:
             assert p in chosen, p.name  # every profile run
-        else:  # one seed of every variant, the lowest
-            same = [q for q, s in raw.items() if q.parent == p.parent and _tag(q, s) == tag
-                    and all(s[f] == r[f] for f in ("dataset", "profile", "split"))]
-            lowest = min(same, key=lambda q: raw[q]["seed"])
+            continue
+        spec = get_spec(r["method"])
+        if spec.reload_fields:  # the runs whose reload reads the same values
+            cfg = spec.config.from_dict(r["config"], strict=False)
+
+            def same_net(s):
+                c = spec.config.from_dict(s["config"], strict=False)
+                return all(getattr(c, f) == getattr(cfg, f) for f in spec.reload_fields)
+        else:
+            def same_net(s, q=None):
+                return True
+        same = [q for q, s in raw.items() if all(s[f] == r[f] for f in same_data)
+                and same_net(s) and (spec.reload_fields or _tag(q, s) == tag)]
+        if any(_tag(q, raw[q]) is None for q in same):
+            assert p not in chosen, p.name  # a profile run reloads the same way
+        else:  # one seed of the variant, the lowest
+            lowest = min(same, key=lambda q: (raw[q]["seed"], q.name))
             assert (p in chosen) == (p == lowest), p.name
+    vcami = [p for p in raw if p.parent.name == "vcami"]
+    assert any("oc50" in p.name for p in chosen)  # its extra head: another network
+    assert not any("gpu" in p.name for p in chosen if p in vcami)  # training fields only
     monkeypatch.setenv("DCL_VERIFY_ALL", "1")
     assert _reevaluated(load_records(RESULTS)) == sorted(raw)
+
+
+class _Recording:
+    """A config stand-in that records which fields are read."""
+
+    def __init__(self, cfg):
+        self._cfg, self.read = cfg, set()
+
+    def __getattr__(self, name):
+        self.read.add(name)
+        return getattr(self._cfg, name)
+
+
+@pytest.mark.parametrize("method", [m for m in method_names() if get_spec(m).reload_fields])
+def test_reload_reads_only_its_declared_fields(method, tmp_path):
+    """The grouping above is sound only if reload reads no config field beyond
+    ``reload_fields``: a tiny run's checkpoint is reloaded through a recording config."""
+    import torch
+
+    from dcl_lib.runner import run
+    from dcl_lib.train import load_checkpoint
+
+    tiny = {"vcami": {"epochs": 1, "channels": (4, 8), "hidden": 16, "latent_dim": 4,
+                      "critic_hidden": 8, "gmm_start": 0}}[method]
+    rec = run(method, "digits", "quick", seed=0, out_dir=tmp_path, overrides=tiny, verbose=False)
+    ck = load_checkpoint(tmp_path / method / rec["checkpoint"])
+    spec = get_spec(method)
+    cfg = spec.config.from_dict(ck.get("config", rec["config"]), strict=False)
+    from dcl_lib.data import load_dataset
+
+    data = load_dataset("digits")
+    seen = _Recording(cfg)
+    labels = spec.reload(ck, data, seen, torch.device("cpu"))
+    assert seen.read and seen.read <= set(spec.reload_fields), seen.read - set(spec.reload_fields)
+    assert len(labels) == len(data)
 
 
 @pytest.mark.parametrize("path", _reevaluated(load_records(RESULTS)), ids=lambda p: f"{p.parent.name}/{p.name}")

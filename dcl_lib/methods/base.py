@@ -65,6 +65,11 @@ class MethodSpec:
     # reload(checkpoint dict, data, cfg, device) -> labels: re-evaluates a committed weight
     # export on the data it clustered (the results chapter's checkpoint verification)
     reload: Callable[..., np.ndarray] | None = None
+    # the config fields ``reload`` reads (None: not declared).  Two runs that agree on them
+    # reload through the same network and code, so the suite re-evaluates one of them and
+    # leaves the others (training-only variants) to DCL_VERIFY_ALL=1; tests/test_results.py
+    # checks that ``reload`` reads no other field.
+    reload_fields: tuple[str, ...] | None = None
 
 
 @functools.cache

@@ -595,4 +595,6 @@ def _reload(ck, data, cfg: VCAMIConfig, device) -> np.ndarray:
 
 
 SPEC = MethodSpec(VCAMIConfig, _fit, "VCAMI: augmented mutual information with a latent "
-                  "Gaussian mixture", target_acc=0.995, reload=_reload)
+                  "Gaussian mixture", target_acc=0.995, reload=_reload,
+                  reload_fields=("n_clusters", "latent_dim", "channels", "hidden", "head_hidden",
+                                 "log_s2_init", "critic_hidden", "overcluster", "output"))
