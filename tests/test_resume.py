@@ -71,8 +71,8 @@ def _kill_after_first_save(args, out, state):
 
 
 @pytest.mark.parametrize("method, args", [
-    ("depict", ["--dataset", "mnist", "--profile", "quick", "--subset", "1500", "--set",
-                "pretrain_epochs=4", "--set", "warmup_epochs=3", "--set", "epochs=4",
+    ("depict", ["--dataset", "mnist", "--profile", "quick", "--subset", "1000", "--set",
+                "pretrain_epochs=2", "--set", "warmup_epochs=2", "--set", "epochs=3",
                 "--set", "kmeans_n_init=2", "--set", "pretrained=None"]),
     ("clustergan", ["--dataset", "digits", "--profile", "quick", "--set", "hidden=16",
                     "--set", "channels=(2, 4)", "--set", "iterations=150", "--set", "eval_every=25",
