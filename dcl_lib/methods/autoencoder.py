@@ -104,14 +104,18 @@ def model_cache_dir() -> Path:
 
 def _cache_key(X: torch.Tensor, cfg: AutoencoderConfig, seed: int, device: torch.device) -> str:
     """Everything the trained weights depend on: the data's bytes, every config field, the
-    seed, and where the float arithmetic ran (device type, torch version, CPU threads:
-    a different thread count rounds differently)."""
+    seed, and where the float arithmetic ran (device type, torch version, the CPU's
+    vector instructions and thread count, the GPU's name: each of them changes the
+    rounding)."""
     h = hashlib.sha256()
     x = X.reshape(len(X), -1).to("cpu", torch.float32).contiguous()
     h.update(str(tuple(x.shape)).encode())
     h.update(x.numpy().tobytes())
+    cpu = device.type == "cpu"
     where = {"device": device.type, "torch": torch.__version__,
-             "threads": torch.get_num_threads() if device.type == "cpu" else None}
+             "cpu": torch.backends.cpu.get_cpu_capability() if cpu else None,
+             "threads": torch.get_num_threads() if cpu else None,
+             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
     meta = {"config": dataclasses.asdict(cfg), "seed": int(seed), **where}
     h.update(json.dumps(meta, sort_keys=True, default=str).encode())
     return h.hexdigest()[:24]
@@ -123,8 +127,8 @@ def cached_autoencoder(X: torch.Tensor, cfg: AutoencoderConfig, seed: int = 0,
     """:func:`train_autoencoder`, remembered on disk: the chapters that start from the same
     autoencoder (01, 02 and 03: same config, images and seed) train it once.
 
-    The key (:func:`_cache_key`) covers the data, the config, the seed, the device type,
-    the torch version and the CPU thread count, so a hit returns exactly the network a
+    The key (:func:`_cache_key`) covers the data, the config, the seed, the device (type,
+    CPU vector instructions and thread count, GPU name) and the torch version, so a hit returns exactly the network a
     live training would give on this machine: the same weights, the same history (its
     ``seconds`` are those of the training that wrote the file) and the same state of
     torch's global random generator afterwards (training draws its dropout masks from it).
