@@ -75,6 +75,12 @@ def test_cached_autoencoder_is_the_live_one_and_its_key_sees_every_input(tmp_pat
                                                        live.state_dict().values()))
     assert h2["loss/recon"] == h_live["loss/recon"] and h2["step"] == h_live["step"]
     assert not m2.training
+    torch.set_default_dtype(torch.float64)  # a chapter may set it (chapter 01 does): the
+    try:                                    # network stays float32, as when trained live
+        m3, _ = A.cached_autoencoder(X, cfg, seed=5, verbose=False)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert all(p.dtype == torch.float32 for p in m3.parameters())
 
     def no_training(*a, **k):
         raise AssertionError("trained although the cache holds this network")

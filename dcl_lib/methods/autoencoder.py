@@ -156,7 +156,7 @@ def cached_autoencoder(X: torch.Tensor, cfg: AutoencoderConfig, seed: int = 0,
             if verbose:
                 print(f"autoencoder: trained earlier with the same settings, loaded from {path} "
                       "(DCL_RETRAIN=1 trains it again)")
-            return model.to(device).eval(), hist
+            return model.to(device, torch.float32).eval(), hist
     model, hist = train_autoencoder(X, cfg, seed, device, verbose=verbose)
     rng = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
