@@ -9,6 +9,15 @@ from pathlib import Path
 from typing import Iterator
 
 
+def user_cache(env: str, name: str) -> Path:
+    """A writable cache folder: ``$<env>`` if set, else ``<XDG cache home>/dcl/<name>``
+    (``~/.cache/dcl/<name>``)."""
+    if os.environ.get(env):
+        return Path(os.environ[env]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "dcl" / name
+
+
 @contextmanager
 def atomic_path(dst: str | os.PathLike, suffix: str = ".part") -> Iterator[Path]:
     """Yield a temporary path next to ``dst``; rename it to ``dst`` if the block succeeds.

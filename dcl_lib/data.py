@@ -37,7 +37,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ._io import atomic_path
+from ._io import atomic_path, user_cache
 
 __all__ = [
     "DATASETS",
@@ -121,11 +121,7 @@ def md5sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def cache_dir() -> Path:
     """The writable data cache: ``$DCL_DATA_DIR`` or ``~/.cache/dcl/data``."""
-    env = os.environ.get("DCL_DATA_DIR")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "dcl" / "data"
+    return user_cache("DCL_DATA_DIR", "data")
 
 
 def mirror_dir() -> Path | None:

@@ -95,7 +95,7 @@ def test_the_reevaluated_checkpoints_cover_every_profile_run_and_variant(monkeyp
                 c = spec.config.from_dict(s["config"], strict=False)
                 return all(getattr(c, f) == getattr(cfg, f) for f in spec.reload_fields)
         else:
-            def same_net(s, q=None):
+            def same_net(s):
                 return True
         same = [q for q, s in raw.items() if all(s[f] == r[f] for f in same_data)
                 and same_net(s) and (spec.reload_fields or _tag(q, s) == tag)]

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .._io import atomic_path
+from .._io import atomic_path, user_cache
 from ..config import MethodConfig
 from ..nets import MLPAutoencoder
 from ..train import (History, LossWindow, TrainState, batched, make_adam, minibatches, progress,
@@ -95,11 +95,7 @@ def train_autoencoder(X: torch.Tensor, cfg: AutoencoderConfig, seed: int = 0,
 def model_cache_dir() -> Path:
     """Where :func:`cached_autoencoder` keeps trained networks: ``$DCL_MODEL_CACHE`` or
     ``~/.cache/dcl/models`` (beside the data cache)."""
-    env = os.environ.get("DCL_MODEL_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "dcl" / "models"
+    return user_cache("DCL_MODEL_CACHE", "models")
 
 
 def _cache_key(X: torch.Tensor, cfg: AutoencoderConfig, seed: int, device: torch.device) -> str:
