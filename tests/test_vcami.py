@@ -181,7 +181,7 @@ def test_update_vcami_is_the_gradient_step_of_the_weighted_terms():
     out = vcami_losses(b, x1, x2, cfg, g, terms)
     total = (out["gmi"] + cfg.lam_lmi * out["lmi"] + cfg.lam_cmi * out["cmi"]
              + cfg.lam_gmm * out["gmm"] + cfg.lam_reg * out["reg"])
-    assert float(total) == pytest.approx(float(out["total"]), rel=1e-6)
+    assert float(total.detach()) == pytest.approx(float(out["total"].detach()), rel=1e-6)
     opt_b.zero_grad()
     total.backward()
     opt_b.step()
