@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from dcl_lib.nets import BatchedMLP, ConvGenerator, ConvHead, MaxPool2x2, mlp
+from dcl_lib.nets import BatchedMLP, ConvGenerator, ConvHead, mlp
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 16, 16)])
@@ -48,32 +48,3 @@ def test_batched_mlp_initialised_like_linear():
     bound, w = 1 / 100 ** 0.5, bm.weights[0].detach()
     # uniform on +-bound: max |w| <= bound, std = bound / sqrt(3)
     assert float(w.abs().max()) <= bound and abs(float(w.std()) - bound / 3 ** 0.5) < 0.05 * bound
-
-
-def test_maxpool2x2_fast_path_is_nn_maxpool_bit_for_bit():
-    g = torch.Generator().manual_seed(0)
-    x = torch.relu(torch.randn(8, 5, 12, 10, generator=g))  # many tied zeros, as after ReLU
-    x[0, 0, 0, 1] = float("nan")                           # NaN propagates in both
-    x[1, 1, 2:4, 2:4] = 3.0                                # a window of ties
-    x[2, 2, 0, 0] = float("-inf")
-    pool, ref = MaxPool2x2(), nn.MaxPool2d(2)
-    with torch.no_grad():
-        out, want = pool(x), ref(x)
-    assert out.shape == want.shape == (8, 5, 6, 5)
-    assert torch.equal(out.isnan(), want.isnan())
-    assert torch.equal(out.nan_to_num(), want.nan_to_num())
-    # odd sizes: floor, like nn.MaxPool2d
-    odd = torch.randn(2, 3, 7, 9, generator=g)
-    with torch.no_grad():
-        assert torch.equal(pool(odd), ref(odd))
-
-
-def test_maxpool2x2_with_gradients_is_nn_maxpool():
-    """With gradients the module is nn.MaxPool2d: each output's gradient goes to one input
-    of a tied window (the slices' backward would split it)."""
-    x = torch.zeros(1, 1, 2, 2, requires_grad=True)  # one window, all four tied
-    MaxPool2x2()(x).sum().backward()
-    y = torch.zeros(1, 1, 2, 2, requires_grad=True)
-    nn.MaxPool2d(2)(y).sum().backward()
-    assert torch.equal(x.grad, y.grad) and float(x.grad.sum()) == 1.0
-    assert int((x.grad != 0).sum()) == 1

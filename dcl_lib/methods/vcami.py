@@ -49,7 +49,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import MethodConfig
-from ..nets import MaxPool2x2
 from ..train import (CONV_EVAL_BATCH, History, LossWindow, TrainState, batched, cosine_lr,
                      make_adam, minibatches, on_device, progress, seeded_generator, set_lr)
 from .base import ConfiguredEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters
@@ -195,8 +194,8 @@ class VCAMINets(nn.Module):
         c1, c2 = cfg.channels
         d, K = cfg.latent_dim, cfg.n_clusters
         self.conv = nn.Sequential(
-            nn.Conv2d(c, c1, 3, 1, 1), nn.BatchNorm2d(c1), nn.ReLU(), MaxPool2x2(),
-            nn.Conv2d(c1, c2, 3, 1, 1), nn.BatchNorm2d(c2), nn.ReLU(), MaxPool2x2())
+            nn.Conv2d(c, c1, 3, 1, 1), nn.BatchNorm2d(c1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 3, 1, 1), nn.BatchNorm2d(c2), nn.ReLU(), nn.MaxPool2d(2))
         flat = c2 * (H // 4) * (W // 4)
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(flat, cfg.hidden),
                                 nn.BatchNorm1d(cfg.hidden), nn.ReLU())
