@@ -24,7 +24,9 @@ def test_plan_priority_and_outstanding(tmp_path):
                                                      "vcami-gpu-aa-mnist-seed0",
                                                      "vcami-gpu-ew3-mnist-seed0",
                                                      "vcami-gpu-aa-mild-mnist-seed0",
-                                                     "vcami-gpu-aa-lc2-mnist-seed0"]
+                                                     "vcami-gpu-aa-lc2-mnist-seed0",
+                                                     "vcami-gpu-aa-oc50-mnist-seed0",
+                                                     "vcami-gpu-aa-mild-oc50-mnist-seed0"]
     # a VCAMI variant's fields reach its command, its name is its target's
     aa = next(j for j in jobs if j.name == "vcami-gpu-aa-mnist-seed0")
     assert (aa.method, aa.tag, aa.sets, aa.target) == ("vcami", "gpu-aa", (("views", "aug-aug"),),
@@ -32,6 +34,8 @@ def test_plan_priority_and_outstanding(tmp_path):
     mild = next(j for j in jobs if j.name == "vcami-gpu-aa-mild-mnist-seed0")
     assert dict(mild.sets) == {"views": "aug-aug", "rotate": 10.0, "zoom": 0.1, "shear": 5.0,
                                "translate": 2.0} and mild.tag == "gpu-aa-mild"
+    oc = next(j for j in jobs if j.name == "vcami-gpu-aa-mild-oc50-mnist-seed0")
+    assert dict(oc.sets) == {**dict(mild.sets), "overcluster": 50} and oc.tag == "gpu-aa-mild-oc50"
     assert {j.n for j in jobs if j.kind == "bench"} == {100_000, 1_000_000}
     # DEPICT's USPS starts as the official code starts it: from the agglomerative partition
     usps = [j for j in jobs if j.dataset == "usps"]
