@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Independent, Normal, kl_divergence
 
-from dcl_lib.methods.vcami import (VCAMI, VCAMIConfig, VCAMINets, augment, cluster_mi,
-                                   gaussian_kl, gmm_loss, joint_posterior, jsd_mi,
-                                   mixture_posterior, reg_loss, train_vcami, update_vcami,
-                                   vcami_losses)
+from dcl_lib.methods.vcami import (VCAMI, VCAMIConfig, VCAMINets, _views, augment,
+                                   cluster_mi, erase, gaussian_kl, gmm_loss,
+                                   joint_posterior, jsd_mi, mixture_posterior, reg_loss,
+                                   train_vcami, update_vcami, vcami_losses)
 from dcl_lib.train import NonFiniteLossError
 
 CFG = VCAMIConfig(n_clusters=3, latent_dim=4, channels=(4, 8), hidden=16, head_hidden=8,
@@ -161,6 +161,53 @@ def test_augment_identity_determinism_and_range():
     b = augment(x, torch.Generator().manual_seed(5))
     assert torch.equal(a, b) and a.shape == x.shape
     assert not torch.allclose(a, x) and a.min() >= 0 and a.max() <= 1 + 1e-6
+
+
+def test_erase_zeroes_one_square_per_chosen_image():
+    x = torch.rand(400, 1, 12, 10) * 0.5 + 0.5  # no zero anywhere before
+    g = torch.Generator().manual_seed(0)
+    out = erase(x, g, 4, p=1.0)
+    zero = out[:, 0] == 0
+    assert torch.equal(zero.sum((1, 2)), torch.full((400,), 16))  # 4 x 4, every image
+    for b in range(0, 400, 37):  # one contiguous square, inside the image
+        r, c = torch.nonzero(zero[b], as_tuple=True)
+        assert r.max() - r.min() == 3 and c.max() - c.min() == 3
+    assert torch.equal(out[~zero[:, None]], x[~zero[:, None]])  # the rest untouched
+    # every position of the square's corner is drawn: rows 0..8, columns 0..6
+    tops = {int(torch.nonzero(zero[b], as_tuple=True)[0].min()) for b in range(400)}
+    lefts = {int(torch.nonzero(zero[b], as_tuple=True)[1].min()) for b in range(400)}
+    assert tops == set(range(9)) and lefts == set(range(7))
+    # p: the share of images erased
+    share = (erase(x, g, 4, p=0.3)[:, 0] == 0).any(-1).any(-1).float().mean().item()
+    assert 0.22 < share < 0.38
+    assert torch.equal(erase(x, g, 4, p=0.0), x)
+    a = erase(x, torch.Generator().manual_seed(3), 5)
+    assert torch.equal(a, erase(x, torch.Generator().manual_seed(3), 5))
+    for size, p in ((0, 0.5), (11, 0.5), (4, 1.5), (4, -0.1)):
+        with pytest.raises(ValueError, match="erase needs"):
+            erase(x, g, size, p)
+    with pytest.raises(ValueError, match="erase must be"):
+        VCAMIConfig(erase=-1).validate()
+
+
+def test_views_erase_only_when_asked_and_keep_the_stream_otherwise():
+    x, _ = _images(16)
+    cfg = VCAMIConfig(views="aug-aug")
+    v1, v2 = _views(x, cfg, torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
+    kw = dict(rotate=cfg.rotate, zoom=cfg.zoom, shear=cfg.shear, translate=cfg.translate)
+    w2 = augment(x, g, **kw)
+    w1 = augment(x, g, **kw)
+    assert torch.equal(v1, w1) and torch.equal(v2, w2)  # erase=0: the committed runs' draws
+    cfg_e = VCAMIConfig(views="aug-aug", erase=4, erase_p=1.0)
+    e1, e2 = _views(x, cfg_e, torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
+    want2 = erase(augment(x, g, **kw), g, 4, 1.0)
+    want1 = erase(augment(x, g, **kw), g, 4, 1.0)
+    assert torch.equal(e1, want1) and torch.equal(e2, want2)
+    cfg_x = VCAMIConfig(views="x-aug", erase=4, erase_p=1.0)
+    x1, _ = _views(x, cfg_x, torch.Generator().manual_seed(2))
+    assert torch.equal(x1, x)  # the clean view is never erased
 
 
 # -- the step ----------------------------------------------------------------------------

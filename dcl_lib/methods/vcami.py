@@ -94,6 +94,9 @@ class VCAMIConfig(MethodConfig):
     zoom: float = 0.15                  # scale factor uniform in 1 +- zoom
     shear: float = 10.0                 # degrees
     translate: float = 3.0              # pixels
+    erase: int = 0                      # side of a square set to 0 (the background) in an
+                                        # augmented view, after the affine map (0: off)
+    erase_p: float = 0.5                # the share of augmented views erased
     epochs: int = 30
     batch_size: int = 256
     lr: float = 1e-3
@@ -136,6 +139,9 @@ class VCAMIConfig(MethodConfig):
                      "translate"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.erase < 0 or not 0 <= self.erase_p <= 1:
+            raise ValueError(f"erase must be >= 0 and erase_p in [0, 1], got {self.erase}, "
+                             f"{self.erase_p}")
         if self.overcluster < 0 or self.entropy_weight < 1:
             raise ValueError("overcluster must be >= 0 and entropy_weight >= 1")
         if self.head_hidden < 0:
@@ -170,6 +176,25 @@ def augment(x: torch.Tensor, g: torch.Generator, rotate: float = 15.0, zoom: flo
                          torch.stack([sin / s, (cos + torch.tan(h) * sin) / s, ty], 1)], 1)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def erase(x: torch.Tensor, g: torch.Generator, size: int, p: float = 0.5) -> torch.Tensor:
+    """Each image of x (B, C, H, W), with probability p, gets one size x size square set
+    to 0 (the background of images in [0, 1]), placed uniformly inside the image: a view
+    that can lose part of a stroke (Cutout, without padding).  One mask for the batch."""
+    B, _, H, W = x.shape
+    if not 0 < size <= min(H, W) or not 0 <= p <= 1:
+        raise ValueError(f"erase needs 0 < size <= {min(H, W)} and p in [0, 1], "
+                         f"got size {size}, p {p}")
+    u = torch.rand(3, B, generator=g, device=g.device).to(x.device)
+    top = (u[0] * (H - size + 1)).floor().long()[:, None]     # (B, 1)
+    left = (u[1] * (W - size + 1)).floor().long()[:, None]
+    rows = torch.arange(H, device=x.device)[None]              # (1, H)
+    cols = torch.arange(W, device=x.device)[None]
+    in_rows = (rows >= top) & (rows < top + size)              # (B, H)
+    in_cols = (cols >= left) & (cols < left + size)            # (B, W)
+    mask = in_rows[:, :, None] & in_cols[:, None, :] & (u[2] < p)[:, None, None]
+    return x.masked_fill(mask[:, None], 0.0)
 
 
 # ---------------------------------------------------------------------------
@@ -330,8 +355,13 @@ def mixture_posterior(nets: VCAMINets, z: torch.Tensor) -> torch.Tensor:
 
 def _views(x: torch.Tensor, cfg: VCAMIConfig, g: torch.Generator):
     kw = dict(rotate=cfg.rotate, zoom=cfg.zoom, shear=cfg.shear, translate=cfg.translate)
-    x2 = augment(x, g, **kw)
-    return (x if cfg.views == "x-aug" else augment(x, g, **kw)), x2
+
+    def aug(v):  # erase=0 draws nothing more from g: the runs without it are unchanged
+        v = augment(v, g, **kw)
+        return erase(v, g, cfg.erase, cfg.erase_p) if cfg.erase else v
+
+    x2 = aug(x)
+    return (x if cfg.views == "x-aug" else aug(x)), x2
 
 
 def vcami_losses(nets: VCAMINets, x: torch.Tensor, x_aug: torch.Tensor, cfg: VCAMIConfig,
