@@ -94,9 +94,10 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "vcami-gpu-aa-cmi": ("mnist",),
     # none of those raised it either.  Augmented views that can lose part of a stroke
     # (a square erased after the affine map, in half the views): a 1 with or without its
-    # foot or flag should then share a cluster, if the view pairs teach it
+    # foot or flag should then share a cluster, if the view pairs teach it.  On the quick
+    # profile (10,000 test images, seed 0, 10 epochs, one run each) two views gave ACC
+    # 0.937, with an 8-pixel square 0.920, with a 12-pixel one 0.730: only the 8 is kept
     "vcami-gpu-aa-erase8": ("mnist",),
-    "vcami-gpu-aa-erase12": ("mnist",),
 }
 # A target that is a variant of a method: (method, config fields set, file-name tag)
 VARIANTS: dict[str, tuple[str, tuple[tuple[str, Any], ...], str]] = {
@@ -121,7 +122,6 @@ VARIANTS: dict[str, tuple[str, tuple[tuple[str, Any], ...], str]] = {
     "vcami-gpu-aa-lr3": ("vcami", (("views", "aug-aug"), ("lr", 3e-4)), "gpu-aa-lr3"),
     "vcami-gpu-aa-cmi": ("vcami", (("views", "aug-aug"), ("objective", "cmi")), "gpu-aa-cmi"),
     "vcami-gpu-aa-erase8": ("vcami", (("views", "aug-aug"), ("erase", 8)), "gpu-aa-erase8"),
-    "vcami-gpu-aa-erase12": ("vcami", (("views", "aug-aug"), ("erase", 12)), "gpu-aa-erase12"),
 }
 SEEDS = (0, 1, 2)
 BENCH_N = (100_000, 1_000_000)  # EM on the GPU against scikit-learn
@@ -134,9 +134,6 @@ DRY = {
                    "batch_size": 16},
     "vcami": {"epochs": 1, "channels": (4, 8), "hidden": 16, "latent_dim": 4,
               "critic_hidden": 8, "batch_size": 64},
-    # the digits are 8 x 8: a 12-pixel square does not fit
-    "vcami-gpu-aa-erase12": {"epochs": 1, "channels": (4, 8), "hidden": 16, "latent_dim": 4,
-                             "critic_hidden": 8, "batch_size": 64, "erase": 4},
     "ganmm-raw": {"raw_hidden": 16, "raw_channels": (2, 4), "raw_z_dim": 4, "pretrain_iters": 2,
                   "iterations": 4, "eval_every": 2},
 }
