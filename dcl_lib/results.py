@@ -56,7 +56,10 @@ ADDED_FIELDS: dict[str, dict[str, Any]] = {
     # the head's initial partition (runs before it existed used k-means)
     "depict": {"init": "kmeans", "init_neighbors": 20},
     # the learning-rate schedule (runs before it existed kept lr constant)
-    "vcami": {"lr_schedule": "constant"},
+    "vcami": {"lr_schedule": "constant",
+              # the erasing augmentation (runs before it existed erased nothing; erase_p
+              # is not read while erase is 0)
+              "erase": 0, "erase_p": 0.5},
 }
 
 
