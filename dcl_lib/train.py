@@ -628,8 +628,11 @@ def compact_state(module: torch.nn.Module, int8_min_numel: int | None = None
     return out
 
 
-def load_compact_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """Load :func:`compact_state` output into ``module`` (cast to its dtypes); returns it."""
+def load_compact_state(module: torch.nn.Module, state: dict[str, torch.Tensor],
+                       strict: bool = True) -> torch.nn.Module:
+    """Load :func:`compact_state` output into ``module`` (cast to its dtypes); returns it.
+    ``strict=False``: keys of ``module`` that ``state`` lacks keep their values (a part
+    left out of the export, such as training-only critics); the caller checks which."""
     ref = module.state_dict()
     full = {}
     for k, v in state.items():
@@ -638,5 +641,5 @@ def load_compact_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) 
         if k + _SCALE in state:  # int8 rows times their scales
             v = (v.float().flatten(1) * state[k + _SCALE][:, None]).view_as(v)
         full[k] = v.to(ref[k].dtype)
-    module.load_state_dict(full)
+    module.load_state_dict(full, strict=strict)
     return module

@@ -1,4 +1,5 @@
 """VCAMI: every term against an independent computation, the step, determinism, bad input."""
+import dataclasses
 import math
 
 import numpy as np
@@ -335,6 +336,34 @@ def test_runner_checkpoint_reloads_to_the_recorded_labels(tmp_path):
                          "critic_hidden": 16}, out_dir=tmp_path)
     got, _ = reevaluate(tmp_path / "vcami" / "digits-all-quick-seed0.json")
     assert abs(got["acc"] - rec["metrics"]["acc"]) <= 5e-3
+
+
+def test_export_is_compact_without_critics_and_reloads_both_forms():
+    """The runner's export at MNIST size: the large matrices as int8 rows, no critic; it
+    and the older all-half form relabel the images as the network does."""
+    from types import SimpleNamespace
+
+    from dcl_lib.methods.vcami import _reload, export_state, labels_of
+
+    torch.manual_seed(0)
+    cfg = VCAMIConfig()
+    nets = VCAMINets((1, 28, 28), cfg).eval()
+    nets.head.weight.data.mul_(50)  # confident clusters: few near-ties to flip
+    x = torch.rand(256, 1, 28, 28)
+    want = labels_of(nets, x, cfg.output).numpy()
+    ck = export_state(nets)
+    assert ck["fc.1.weight"].dtype == torch.int8 and "fc.1.weight.int8_scale" in ck
+    assert ck["head.weight"].dtype == torch.float16  # below the int8 threshold
+    assert not any(k.startswith(("global_", "local_")) for k in ck)
+    data = SimpleNamespace(x=x)
+    got = _reload({**ck, "config": dataclasses.asdict(cfg)}, data, cfg, torch.device("cpu"))
+    assert (got == want).mean() >= 0.98
+    old = {k: v.half() if v.is_floating_point() else v for k, v in nets.state_dict().items()
+           if not k.startswith(("global_", "local_"))}  # the exports before int8 rows
+    assert (_reload(old, data, cfg, torch.device("cpu")) == want).mean() >= 0.98
+    del ck["head.weight"]
+    with pytest.raises(ValueError, match="lacks.*head.weight"):
+        _reload(ck, data, cfg, torch.device("cpu"))
 
 
 def test_gmm_loss_gradient_pulls_each_code_toward_its_clusters_means():

@@ -49,11 +49,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import MethodConfig
-from ..train import (CONV_EVAL_BATCH, History, LossWindow, TrainState, batched, cosine_lr,
-                     make_adam, minibatches, on_device, progress, seeded_generator, set_lr)
+from ..train import (CONV_EVAL_BATCH, INT8_MIN_NUMEL, History, LossWindow, TrainState, batched,
+                     compact_state, cosine_lr, load_compact_state, make_adam, minibatches,
+                     on_device, progress, seeded_generator, set_lr)
 from .base import ConfiguredEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters
 
-__all__ = ["VCAMIConfig", "augment", "VCAMINets", "jsd_mi", "global_mi_loss", "local_mi_loss",
+__all__ = ["VCAMIConfig", "augment", "erase", "VCAMINets", "export_state", "jsd_mi", "global_mi_loss", "local_mi_loss",
            "cluster_mi", "joint_mi", "joint_posterior", "gaussian_kl", "gmm_loss", "reg_loss",
            "mixture_posterior", "encode_all", "encode_eval", "outputs_of", "labels_of",
            "init_mixture", "vcami_losses", "update_vcami", "train_vcami", "VCAMI", "OBJECTIVES"]
@@ -609,21 +610,29 @@ def _fit(data, cfg: VCAMIConfig, ctx: RunContext) -> FitResult:
     extra = {}
     if "acc_mixture" in h.series:
         extra["acc_mixture"] = h.last("acc_mixture")
-    # every layer but the two critics (training-only): the codes and both outputs
-    keep = {k: v for k, v in est.nets_.state_dict().items()
-            if not k.startswith(("global_", "local_"))}
-    return FitResult(est.labels_, {k: v.half() if v.is_floating_point() else v
-                                   for k, v in keep.items()}, h, extra)
+    return FitResult(est.labels_, export_state(est.nets_), h, extra)
+
+
+_CRITICS = ("global_", "local_")  # the two critics' parameters: used in training only
+
+
+def export_state(nets: VCAMINets) -> dict[str, torch.Tensor]:
+    """The runner's export: every layer but the two critics (the codes and both outputs),
+    compact (:func:`~dcl_lib.train.compact_state`: half precision, the large matrices as
+    int8 rows).  Exports written before int8 rows were used are half precision
+    throughout; :func:`_reload` reads both."""
+    return {k: v for k, v in compact_state(nets, INT8_MIN_NUMEL).items()
+            if not k.startswith(_CRITICS)}
 
 
 def _reload(ck, data, cfg: VCAMIConfig, device) -> np.ndarray:
     nets = on_device(VCAMINets(data.x.shape[1:], cfg), device)
-    weights = {k: v.float() if v.is_floating_point() else v for k, v in ck.items()
-               if isinstance(v, torch.Tensor)}  # (the record's config sits beside them)
-    missing = nets.load_state_dict(weights, strict=False).missing_keys
-    lacking = [k for k in missing if not k.startswith(("global_", "local_"))]  # (not saved)
+    state = {k: v for k, v in ck.items()
+             if isinstance(v, torch.Tensor)}  # (the record's config sits beside them)
+    lacking = [k for k in nets.state_dict() if k not in state and not k.startswith(_CRITICS)]
     if lacking:
         raise ValueError(f"the checkpoint lacks {lacking}")
+    load_compact_state(nets, state, strict=False)
     return labels_of(nets, data.x.to(device, torch.float32), cfg.output).cpu().numpy()
 
 
