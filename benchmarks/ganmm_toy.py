@@ -12,6 +12,13 @@ Writes ``results/benchmarks/ganmm_toy.json`` (read by the GANMM chapter).
     python benchmarks/ganmm_toy.py --seeds 0 1 2   # about 4 min per seed on 2 CPU cores
     python benchmarks/ganmm_toy.py --seeds 0 --only gans_from_truth \
         --out results/benchmarks/ganmm_toy_rerun.json   # one run, on another CPU
+
+``--save-nets DIR`` also writes the networks of each ``gans_from_truth`` run to
+``DIR/ganmm_moons_truth_seed<seed>.pt`` (a few hundred kB): the GANMM chapter loads seed 0's
+instead of training it live (``DCL_RETRAIN=1`` trains it live)::
+
+    python benchmarks/ganmm_toy.py --seeds 0 --only gans_from_truth \
+        --out results/benchmarks/ganmm_moons_truth.json --save-nets results/benchmarks
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ import _checkout  # noqa: F401  (first: this checkout's dcl_lib, not an installe
 import argparse
 import dataclasses
 import time
+from pathlib import Path
 
 import torch
 from sklearn.datasets import make_moons
@@ -39,6 +47,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", nargs="+", default=None, metavar="RUN",
                    help="only these GAN runs (e.g. gans_from_truth: a rerun on another CPU)")
+    p.add_argument("--save-nets", default=None, metavar="DIR",
+                   help="write each gans_from_truth run's networks to DIR")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     x, y = make_moons(2000, noise=0.05, random_state=0)
@@ -61,9 +71,15 @@ def main(argv=None):
             if args.only and name not in args.only:
                 continue
             t0 = time.perf_counter()
-            _, h = train_ganmm(Z, cfg, seed, y=truth, verbose=False, init_labels=init)
+            nets, h = train_ganmm(Z, cfg, seed, y=truth, verbose=False, init_labels=init)
             row[name] = {"acc": [round(float(a), 4) for a in h.series["acc"] if a is not None],
                          "seconds": round(time.perf_counter() - t0, 1)}
+            if args.save_nets and name == "gans_from_truth":
+                path = Path(args.save_nets) / f"ganmm_moons_truth_seed{seed}.pt"
+                torch.save({"config": dataclasses.asdict(cfg), "seed": seed,
+                            "nets": nets.state_dict(), "history": h.to_dict(),
+                            "git_commit": git_commit()}, path)
+                row[name]["nets"] = str(path)
         runs.append(row)
         print(row, flush=True)
     write_json(args.out, {
