@@ -2,6 +2,7 @@
 metrics of its results JSON, and every results JSON has a provenance that checks out."""
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -15,7 +16,10 @@ from dcl_lib.results import (ADDED_FIELDS, RETIRED_FIELDS, _tag, config_drift, l
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
 METHOD_JSONS = sorted(p for p in RESULTS.glob("*/*.json") if p.parent.name != "benchmarks")
-CHECKPOINTS = sorted(RESULTS.glob("*/*.pt"))
+CHECKPOINTS = sorted(p for p in RESULTS.glob("*/*.pt") if p.parent.name != "benchmarks")
+# networks a benchmark saved for a chapter (e.g. GANMM's two-moons run), each named by the
+# benchmark's results JSON
+BENCH_CHECKPOINTS = sorted((RESULTS / "benchmarks").glob("*.pt"))
 # Compact exports (half precision, int8 rows) move a few borderline images to another
 # cluster: measured at most 5e-5 in ACC (gmm-ae seed 1: 4 of 70,000 images).  0.05% of
 # the labels (35 of 70,000; 5 of 10,000) bounds that with a margin and still fails a
@@ -36,6 +40,16 @@ def test_every_checkpoint_has_its_json_and_every_named_checkpoint_exists():
     assert not orphans, f"checkpoints without a results JSON: {orphans}"
     missing = [str(p.relative_to(ROOT)) for p in named if not p.exists()]
     assert not missing, f"results JSON name checkpoints that are not committed: {missing}"
+
+
+def test_every_benchmark_checkpoint_is_named_by_its_benchmark_json():
+    texts = [p.read_text() for p in (RESULTS / "benchmarks").glob("*.json")]
+    orphans = [str(p.relative_to(ROOT)) for p in BENCH_CHECKPOINTS
+               if not any(f'"{p.relative_to(ROOT)}"' in t for t in texts)]
+    assert not orphans, f"benchmark networks that no benchmark JSON names: {orphans}"
+    named = {m for t in texts for m in re.findall(r'"(results/benchmarks/[^"]+\.pt)"', t)}
+    missing = sorted(n for n in named if not (ROOT / n).exists())
+    assert not missing, f"benchmark JSON name networks that are not committed: {missing}"
 
 
 def _reload_key(method: str, rec: dict, tag: str | None) -> tuple:
