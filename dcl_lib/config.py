@@ -63,6 +63,12 @@ def resolve_profile(profile: str | None = None) -> str:
     return p
 
 
+def retrain_requested() -> bool:
+    """``$DCL_RETRAIN=1``: train live what a chapter would otherwise load (a cached or
+    committed network, a committed run)."""
+    return os.environ.get("DCL_RETRAIN") == "1"
+
+
 # ---------------------------------------------------------------------------
 # Typed values
 # ---------------------------------------------------------------------------

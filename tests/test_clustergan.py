@@ -54,6 +54,8 @@ def test_tiny_fit_is_deterministic():
     assert np.array_equal(a.labels_, b.labels_)
     assert a.transform(x).shape == (128, 34) and a.sample(torch.tensor([0, 3])).shape == (2, 1, 28, 28)
     assert len(a.history_["sizes"][0]) == 4
+    # k-means on the latent of any images: on the training images, what fit kept
+    assert np.array_equal(a.kmeans_labels(x), a.labels_kmeans_)
 
 
 def test_bad_input():
@@ -105,6 +107,9 @@ def test_runner_checkpoint_round_trip(tmp_path):
         ClusterGAN.from_checkpoint(tmp_path / "other.pt")
     with pytest.raises(NotFittedError):
         ClusterGAN(3).transform(x)
+    with pytest.raises(NotFittedError):
+        ClusterGAN(3).kmeans_labels(x)
+    assert est.kmeans_labels(x).shape == (96,)  # a loaded estimator evaluates as fit does
     # the full profile's export: the encoder alone clusters as the run did, and cannot sample
     rec = run("clustergan", "mnist", "quick", seed=0, out_dir=tmp_path / "enc", data=data,
               overrides={"n_clusters": 3, "hidden": 32, "channels": (4, 8), "iterations": 4,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .._io import atomic_path, user_cache
-from ..config import MethodConfig
+from ..config import MethodConfig, retrain_requested
 from ..nets import MLPAutoencoder
 from ..train import (History, LossWindow, TrainState, batched, make_adam, minibatches, progress,
                      seeded_generator)
@@ -133,7 +132,7 @@ def cached_autoencoder(X: torch.Tensor, cfg: AutoencoderConfig, seed: int = 0,
     is trained again and replaced."""
     device = torch.device(device)
     path = model_cache_dir() / f"autoencoder-{_cache_key(X, cfg, seed, device)}.pt"
-    if os.environ.get("DCL_RETRAIN") != "1" and path.exists():
+    if not retrain_requested() and path.exists():
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
             model = MLPAutoencoder(X.reshape(len(X), -1).shape[1], cfg.hidden, cfg.latent_dim)

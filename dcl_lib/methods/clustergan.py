@@ -487,10 +487,16 @@ class ClusterGAN(ClusterEstimator):
         self.config_, self.image_shape_ = cfg, tuple(X.shape[1:])
         zn, pc = encode(self.encoder_, X.to(device))
         self.labels_ = pc.argmax(1).cpu().numpy()
-        latent = torch.cat([zn, pc], 1).double() if cfg.beta_n > 0 else pc.double()
-        self.labels_kmeans_ = KMeans(self.n_clusters, n_init=10, random_state=0, device=device
-                                     ).fit(latent).labels_
+        self.labels_kmeans_ = _latent_kmeans(zn, pc, cfg, device)
         return self
+
+    def kmeans_labels(self, X) -> np.ndarray:
+        """k-means on the encoded latent of ``X`` (the official evaluation): what ``fit``
+        stores as ``labels_kmeans_``, for an estimator loaded from a checkpoint too."""
+        self._check_fitted("encoder_")
+        X = self._images_for(X, "encoder_", (4,) if self.config_.arch == "conv" else (2,))
+        zn, pc = encode(self.encoder_, X)
+        return _latent_kmeans(zn, pc, self.config_, X.device)
 
     def transform(self, X) -> np.ndarray:
         """The encoded latent [z_n_hat, softmax(z_c_hat)], (N, dim_n + K)."""
@@ -545,6 +551,14 @@ class ClusterGAN(ClusterEstimator):
                                    seeded_generator(seed), dev, k=k)
         with eval_mode(G):
             return G(z_n, z_c).cpu()
+
+
+def _latent_kmeans(zn: torch.Tensor, pc: torch.Tensor, cfg: ClusterGANConfig,
+                   device) -> np.ndarray:
+    """k-means, 10 restarts, on [z_n_hat, softmax(z_c_hat)] (on the softmax part alone when
+    beta_n = 0 leaves z_n_hat untrained)."""
+    latent = torch.cat([zn, pc], 1).double() if cfg.beta_n > 0 else pc.double()
+    return KMeans(cfg.n_clusters, n_init=10, random_state=0, device=device).fit(latent).labels_
 
 
 # ---------------------------------------------------------------------------

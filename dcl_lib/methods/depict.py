@@ -17,7 +17,6 @@ reconstruction losses.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import MethodConfig
+from ..config import MethodConfig, retrain_requested
 from ..metrics import nmi
 from ..train import (History, LossWindow, TrainState, batched, compact_state, load_checkpoint,
                      load_compact_state, make_adam, minibatches, progress, seeded_generator)
@@ -310,7 +309,7 @@ def pretrained_path(cfg: DepictConfig, seed: int) -> Path | None:
     ``cfg.pretrained`` names a runner export (relative to the repository); ``$DCL_RETRAIN=1``
     ignores it and pretrains live.  A missing file is an error that says how to make it.
     """
-    if cfg.pretrained is None or os.environ.get("DCL_RETRAIN") == "1":
+    if cfg.pretrained is None or retrain_requested():
         return None
     path = Path(cfg.pretrained.format(seed=seed))
     path = path if path.is_absolute() else _ROOT / path

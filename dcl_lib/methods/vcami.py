@@ -54,7 +54,8 @@ from ..train import (CONV_EVAL_BATCH, INT8_MIN_NUMEL, History, LossWindow, Train
                      on_device, progress, seeded_generator, set_lr)
 from .base import ConfiguredEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters
 
-__all__ = ["VCAMIConfig", "augment", "erase", "VCAMINets", "export_state", "jsd_mi", "global_mi_loss", "local_mi_loss",
+__all__ = ["VCAMIConfig", "augment", "erase", "VCAMINets", "export_state", "jsd_mi",
+           "global_mi_loss", "local_mi_loss",
            "cluster_mi", "joint_mi", "joint_posterior", "gaussian_kl", "gmm_loss", "reg_loss",
            "mixture_posterior", "encode_all", "encode_eval", "outputs_of", "labels_of",
            "init_mixture", "vcami_losses", "update_vcami", "train_vcami", "VCAMI", "OBJECTIVES"]
