@@ -58,7 +58,8 @@ __all__ = ["VCAMIConfig", "augment", "erase", "VCAMINets", "export_state", "jsd_
            "global_mi_loss", "local_mi_loss",
            "cluster_mi", "joint_mi", "joint_posterior", "gaussian_kl", "gmm_loss", "reg_loss",
            "mixture_posterior", "encode_all", "encode_eval", "outputs_of", "labels_of",
-           "init_mixture", "vcami_losses", "update_vcami", "train_vcami", "VCAMI", "OBJECTIVES"]
+           "init_mixture", "vcami_losses", "update_vcami", "train_vcami", "VCAMI", "OBJECTIVES",
+           "load_exported"]
 
 # the poster's ablation: which terms are on
 OBJECTIVES = {
@@ -627,14 +628,21 @@ def export_state(nets: VCAMINets) -> dict[str, torch.Tensor]:
             if not k.startswith(_CRITICS)}
 
 
-def _reload(ck, data, cfg: VCAMIConfig, device) -> np.ndarray:
-    nets = on_device(VCAMINets(data.x.shape[1:], cfg), device)
+def load_exported(ck, in_shape, cfg: VCAMIConfig, device="cpu") -> VCAMINets:
+    """Networks of ``cfg`` holding an export of :func:`export_state` (every layer but the
+    critics, which keep their fresh initialisation from the global torch seed)."""
+    nets = on_device(VCAMINets(in_shape, cfg), device)
     state = {k: v for k, v in ck.items()
              if isinstance(v, torch.Tensor)}  # (the record's config sits beside them)
     lacking = [k for k in nets.state_dict() if k not in state and not k.startswith(_CRITICS)]
     if lacking:
         raise ValueError(f"the checkpoint lacks {lacking}")
     load_compact_state(nets, state, strict=False)
+    return nets
+
+
+def _reload(ck, data, cfg: VCAMIConfig, device) -> np.ndarray:
+    nets = load_exported(ck, data.x.shape[1:], cfg, device)
     return labels_of(nets, data.x.to(device, torch.float32), cfg.output).cpu().numpy()
 
 
