@@ -1,5 +1,6 @@
 """The guarantee behind the book's numbers: every committed checkpoint reproduces the
 metrics of its results JSON, and every results JSON has a provenance that checks out."""
+import dataclasses
 import json
 import os
 import re
@@ -215,15 +216,48 @@ def test_a_run_cut_by_its_budget_is_not_averaged_with_complete_runs(tmp_path):
     rows = {r["method"]: r for r in summary_rows(recs, "mnist", "full", ["depict"])}
     assert rows["depict"]["acc"] == "0.9000" and "missing 1, 2" in rows["depict"]["seeds"]
     cut = rows[f"depict [{CUT}]"]
-    assert cut["seeds"] == "1 (stopped at 208)" and cut["acc"] == "0.5000"
+    assert cut["seeds"] == "1 (stopped at epoch 208)" and cut["acc"] == "0.5000"
     # a variant's cut run is marked too, not averaged with the variant's complete runs
     recs += [Record(tmp_path / "c.json", "depict", "mnist", "full", 0, "agglo",
                     {**base, "stopped_at": 178}),
              Record(tmp_path / "d.json", "depict", "mnist", "full", 1, "agglo",
                     {**base, "metrics": {"acc": 0.7, "nmi": 0.6, "ari": 0.5}, "stopped_at": None})]
     rows = {r["method"]: r for r in summary_rows(recs, "mnist", "full", ["depict"])}
-    assert rows[f"depict [agglo, {CUT}]"]["seeds"] == "0 (stopped at 178)"
+    assert rows[f"depict [agglo, {CUT}]"]["seeds"] == "0 (stopped at epoch 178)"
     assert rows["depict [agglo]"]["acc"] == "0.7000" and rows["depict [agglo]"]["seeds"] == "1"
+
+
+def test_a_cut_run_says_where_it_stopped_in_its_schedule_s_unit():
+    from dcl_lib.methods import get_spec
+    from dcl_lib.results import Record, _stopped, schedule
+
+    def rec(method, at):
+        cfg = dataclasses.asdict(get_spec(method).config.for_profile("full"))
+        return Record(ROOT / "x.json", method, "mnist", "full", 0, None,
+                      {"config": cfg, "stopped_at": at})
+    assert _stopped(rec("clustergan", 6600)) == "stopped at generator step 6600 of 30000"
+    assert _stopped(rec("vcami", 15)) == "stopped at epoch 15 of 20"
+    depict = dataclasses.asdict(get_spec("depict").config.for_profile("full"))
+    assert schedule("depict", depict)[1].startswith("250 (")  # 100 + 50 + 100 epochs
+    assert schedule("ganmm", {"iterations": 20000}) == ("iteration", "20000")
+
+
+def test_rows_count_the_runs_that_shared_the_device(tmp_path):
+    from dcl_lib.results import Record
+
+    def rec(seed, created, wall, device="NVIDIA H200"):
+        return Record(tmp_path / f"{seed}.json", "vcami", "mnist", "full", seed, None,
+                      {"metrics": {"acc": 0.9}, "wall_time_s": wall, "device": device,
+                       "created": created, "command": f"run --seed {seed}"})
+    # seeds 0 and 1 overlap on the GPU; seed 2 ran alone later; a CPU run at the same
+    # time is another device
+    recs = [rec(0, "2026-01-01T00:10:00+00:00", 300), rec(1, "2026-01-01T00:11:00+00:00", 300),
+            rec(2, "2026-01-01T02:00:00+00:00", 300),
+            Record(tmp_path / "c.json", "kmeans", "mnist", "full", 0, None,
+                   {"metrics": {"acc": 0.5}, "wall_time_s": 600, "device": "cpu",
+                    "created": "2026-01-01T00:10:00+00:00", "command": "k"})]
+    rows = {r["method"]: r for r in summary_rows(recs, "mnist", "full")}
+    assert rows["vcami"]["at once"] == "1-2" and rows["kmeans"]["at once"] == "1"
 
 
 def test_acc_vs_time_plots_one_dataset_only(tmp_path):
@@ -237,10 +271,18 @@ def test_acc_vs_time_plots_one_dataset_only(tmp_path):
     recs = [Record(tmp_path / "a.json", "vcami", "mnist", "full", 0, None, base),
             Record(tmp_path / "b.json", "vcami", "fashion-mnist", "full", 0, None,
                    {**base, "history": {"seconds": [10.0, 30.0], "acc": [0.3, 0.6]}})]
-    ax = plot_acc_vs_time(recs)
-    assert [list(line.get_ydata()) for line in ax.get_lines()] == [[0.5, 0.9]]
+    ax = plot_acc_vs_time(recs)  # each curve ends at the run's final ACC, at its wall time
+    assert [list(line.get_ydata()) for line in ax.get_lines()] == [[0.5, 0.9, 0.9]]
+    assert list(ax.get_lines()[0].get_xdata()) == [10.0, 20.0, 60.0]
     ax = plot_acc_vs_time(recs, dataset="fashion-mnist")
-    assert [list(line.get_ydata()) for line in ax.get_lines()] == [[0.3, 0.6]]
+    assert [list(line.get_ydata()) for line in ax.get_lines()] == [[0.3, 0.6, 0.9]]
+    # a tagged variant is drawn only when asked; a cut run says so in the legend
+    recs.append(Record(tmp_path / "c.json", "vcami", "mnist", "full", 0, "wide",
+                       {**base, "stopped_at": 3}))
+    assert len(plot_acc_vs_time(recs).get_lines()) == 1
+    ax = plot_acc_vs_time(recs, variants=True)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "vcami (full, cpu)", "vcami [wide] [cut by budget] (full, cpu)"]
     plt.close("all")
 
 
@@ -276,3 +318,19 @@ def test_concurrent_runs_are_the_overlapping_intervals_on_the_same_device(tmp_pa
     records = [Record(tmp_path / f"{k}.json", "m", "mnist", "full", 0, None, v)
                for k, v in [("a", a), *others.items()]]
     assert sorted(r.data["command"] for r in concurrent_runs(a, records)) == ["b", "c"]
+
+
+def test_the_papers_figures_are_printed_as_their_sources_give_them_and_gaps_are_ours_minus_theirs():
+    from dcl_lib.results import PAPER, paper_comparison
+    rows = [{"method": "vcami", "acc": "0.9800 ± 0.0100", "nmi": "0.9500"},
+            {"method": "clustergan", "acc": "missing"}]
+    got = {(r["method"], r["metric"]): r for r in paper_comparison(rows)}
+    assert got[("vcami", "ACC")]["gap"] == f"{0.98 - PAPER[('vcami', 'mnist')]['acc']:+.4f}"
+    assert got[("vcami", "NMI")]["gap"] == "-0.0370"
+    assert got[("clustergan", "ACC")]["gap"] == "—"
+    # ClusterGAN's README prints four decimals and a spread; the recalled ACC has two
+    assert got[("clustergan", "PURITY")]["paper"].startswith("0.9097 ± 0.0398 (reported")
+    assert got[("clustergan", "ARI")]["paper"].startswith("0.8290 ± 0.0621 (reported")
+    assert got[("clustergan", "ACC")]["paper"].startswith("0.95 (unconfirmed")
+    # every figure says on which images the paper measured, where known
+    assert all(fig.get("protocol") for fig in PAPER.values())
