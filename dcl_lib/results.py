@@ -28,8 +28,9 @@ EXPECTED_SEEDS = (0, 1, 2)  # every full-profile row is a mean over these
 # (the original posters and slides the book started from, numbered 000-004) or recalled,
 # not checked against the paper's full text (shared/reference/method_cards.md says which is
 # which).  A figure is printed as its source gives it ("<metric>_sd": the spread it
-# gives, "<metric>_decimals" its digits where :g would drop a 0); "protocol" says on which images and with which conventions the paper measured,
-# where that is known: where it is not the book's, the figures are not like for like.
+# gives, "<metric>_decimals" its digits where :g would drop a 0); "protocol" says on which
+# images and with which conventions the paper measured, where that is known: where it is
+# not the book's, the figures are not like for like.
 PAPER: dict[tuple[str, str], dict[str, Any]] = {
     ("gmm-ae", "mnist"): {"purity": 0.8617, "nmi": 0.8451, "ari": 0.7933, "status": "unconfirmed",
                           "source": "GANMM slides (source document 001), GMM on an SAE embedding",
@@ -215,7 +216,7 @@ def _stopped(r: Record) -> str:
 
 
 def summary_rows(records: list[Record], dataset: str, profile: str,
-                 methods: list[str] | None = None) -> list[dict[str, str]]:
+                 methods: list[str] | None = None) -> list[dict[str, Any]]:
     """One row per method variant: metrics as mean ± sd over seeds, the seeds present and
     missing, wall time, device, the paper's figure, the reproducing command.  Every
     method in ``methods`` gets a row, a missing one saying so.
@@ -223,7 +224,12 @@ def summary_rows(records: list[Record], dataset: str, profile: str,
     A run that its time budget stopped before the end of its schedule (``stopped_at``
     set) is not a result of the profile: it goes to a row of its own, tagged
     ``[cut by budget]``, each seed with where it stopped, and its seed counts as missing
-    in the method's row.  A variant's cut runs are ``[<tag>, cut by budget]``."""
+    in the method's row.  A variant's cut runs are ``[<tag>, cut by budget]``.
+
+    Beside the printed cells (strings), a row holds what they were printed from:
+    ``base`` (the method), ``tag`` (the records' tag, None for the profile), ``cut``,
+    ``missing`` (the expected seeds absent from a full profile's row), and ``mean`` /
+    ``sd`` per metric (the sample sd, 0 for one seed; neither for cut runs)."""
     rows = []
     by_variant: dict[tuple[str, str | None], list[Record]] = {}
     for r in records:
@@ -238,17 +244,22 @@ def summary_rows(records: list[Record], dataset: str, profile: str,
         is_cut = tag is not None and tag.endswith(CUT)
         seeds = [r.seed for r in recs]
         row = {"method": method + (f" [{tag}]" if tag else ""),
-               "seeds": ", ".join(map(str, seeds)) or "none"}
+               "seeds": ", ".join(map(str, seeds)) or "none",
+               "base": method, "tag": recs[0].tag if recs else None, "cut": is_cut,
+               "missing": [], "mean": {}, "sd": {}}
         if is_cut:
             row["seeds"] = ", ".join(f"{r.seed} ({_stopped(r)})" for r in recs)
         if profile == "full" and tag is None:
-            miss = [s for s in EXPECTED_SEEDS if s not in seeds]
-            if miss:
-                row["seeds"] += f" (missing {', '.join(map(str, miss))})"
+            row["missing"] = [s for s in EXPECTED_SEEDS if s not in seeds]
+            if row["missing"]:
+                row["seeds"] += f" (missing {', '.join(map(str, row['missing']))})"
         for m in METRICS:
             vals = [r.data["metrics"][m] for r in recs if m in r.data["metrics"]]
             # runs cut at different points are not samples of one thing: each on its own
             row[m] = ", ".join(f"{v:.4f}" for v in vals) if is_cut else _mean_sd(vals)
+            if vals and not is_cut:
+                row["mean"][m] = float(np.mean(vals))
+                row["sd"][m] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
         walls = [r.data["wall_time_s"] for r in recs]
         row["wall"] = f"{np.mean(walls) / 60:.1f} min" if walls else "—"
         row["device"] = "; ".join(sorted({r.data["device"] for r in recs})) or "—"
@@ -267,7 +278,7 @@ def summary_rows(records: list[Record], dataset: str, profile: str,
     return rows
 
 
-def paper_comparison(rows: list[dict[str, str]], dataset: str = "mnist") -> list[dict[str, str]]:
+def paper_comparison(rows: list[dict[str, Any]], dataset: str = "mnist") -> list[dict[str, str]]:
     """One row per (method, metric) with a paper's figure in :data:`PAPER`: ours (the
     method's profile row among ``rows``, as :func:`summary_rows` gives it), the paper's,
     the gap (our mean minus the paper's figure) and the paper's protocol."""
@@ -281,7 +292,8 @@ def paper_comparison(rows: list[dict[str, str]], dataset: str = "mnist") -> list
             if m not in fig:
                 continue
             mine = row.get(m, "missing")
-            gap = "—" if mine == "missing" else f"{float(mine.split(' ')[0]) - fig[m]:+.4f}"
+            mean = row.get("mean", {}).get(m)
+            gap = "—" if mean is None else f"{mean - fig[m]:+.4f}"
             out.append({"method": method, "metric": m.upper(), "ours": mine,
                         "paper": _paper(method, dataset, m), "gap": gap,
                         "protocol": fig.get("protocol", "—")})

@@ -197,6 +197,11 @@ def test_tables_show_missing_methods_and_seeds():
     by = {r["method"]: r for r in rows}
     assert by["nosuch-method"]["acc"] == "missing" and by["nosuch-method"]["seeds"] == "none (missing 0, 1, 2)"
     assert "±" in by["gmm"]["acc"] and by["gmm"]["seeds"] == "0, 1, 2"
+    # the numbers beside the printed cells are the ones printed
+    g = by["gmm"]
+    assert g["acc"] == f"{g['mean']['acc']:.4f} ± {g['sd']['acc']:.4f}" and g["missing"] == []
+    assert by["nosuch-method"]["missing"] == [0, 1, 2] and by["nosuch-method"]["mean"] == {}
+    assert (g["base"], g["tag"], g["cut"]) == ("gmm", None, False)
     assert "--seed 0 1 2" in by["gmm"]["command"]
 
 
@@ -322,8 +327,9 @@ def test_concurrent_runs_are_the_overlapping_intervals_on_the_same_device(tmp_pa
 
 def test_the_papers_figures_are_printed_as_their_sources_give_them_and_gaps_are_ours_minus_theirs():
     from dcl_lib.results import PAPER, paper_comparison
-    rows = [{"method": "vcami", "acc": "0.9800 ± 0.0100", "nmi": "0.9500"},
-            {"method": "clustergan", "acc": "missing"}]
+    rows = [{"method": "vcami", "acc": "0.9800 ± 0.0100", "nmi": "0.9500",
+             "mean": {"acc": 0.98, "nmi": 0.95}},
+            {"method": "clustergan", "acc": "missing", "mean": {}}]
     got = {(r["method"], r["metric"]): r for r in paper_comparison(rows)}
     assert got[("vcami", "ACC")]["gap"] == f"{0.98 - PAPER[('vcami', 'mnist')]['acc']:+.4f}"
     assert got[("vcami", "NMI")]["gap"] == "-0.0370"
