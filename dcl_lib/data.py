@@ -201,9 +201,29 @@ def fetch(dataset: str, folder: str, res: Resource, download: bool | None) -> Pa
         download = mirror is None
     if download and res.urls:
         dst.parent.mkdir(parents=True, exist_ok=True)
-        _download(res, dst)
+        try:
+            _download(res, dst)
+        except DataNotFoundError as exc:  # offline: say what to put where
+            raise DataNotFoundError(f"{exc}\n{_missing_message(dataset, folder, [res])}") from None
         return dst
     raise DataNotFoundError(_missing_message(dataset, folder, [res]))
+
+
+def _present(folder: str, res: Resource) -> bool:
+    """Whether ``res`` is in the cache or the mirror (not checked here: fetch checks)."""
+    mirror = mirror_dir()
+    return (cache_dir() / folder / res.filename).exists() or (
+        mirror is not None and (mirror / folder / res.filename).exists())
+
+
+def fetch_all(dataset: str, folder: str, resources: list[Resource], download: bool | None
+              ) -> list[Path]:
+    """:func:`fetch` for several files; when some are missing and cannot be downloaded,
+    the error names all of them at once (not only the first)."""
+    missing = [r for r in resources if not _present(folder, r)]
+    if missing and not (mirror_dir() is None if download is None else download):
+        raise DataNotFoundError(_missing_message(dataset, folder, missing))
+    return [fetch(dataset, folder, r, download) for r in resources]
 
 
 def _extracted(archive: Path, opener: Callable, suffix: str) -> Path:
@@ -295,8 +315,8 @@ CIFAR10 = Resource(
 
 
 def _load_idx_pair(dataset, folder, files, part, download):
-    imgs = fetch(dataset, folder, files[f"{part}-images"], download)
-    labs = fetch(dataset, folder, files[f"{part}-labels"], download)
+    imgs, labs = fetch_all(dataset, folder, [files[f"{part}-images"], files[f"{part}-labels"]],
+                           download)
     x = read_idx(_extracted(imgs, gzip.open, ".gz"))
     y = read_idx(_extracted(labs, gzip.open, ".gz"))
     if x.shape[0] != y.shape[0]:

@@ -98,8 +98,10 @@ def test_cached_autoencoder_is_the_live_one_and_its_key_sees_every_input(tmp_pat
     with monkeypatch.context() as m:  # another thread count or vector unit rounds otherwise
         m.setattr(torch, "get_num_threads", lambda: 7)
         assert base != key(X, cfg, 5, torch.device("cpu"))
-    with monkeypatch.context() as m:
-        m.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    own = torch.backends.cpu.get_cpu_capability()
+    other = next(c for c in ("AVX512", "AVX2", "DEFAULT") if c != own)
+    with monkeypatch.context() as m:  # a capability other than this machine's own
+        m.setattr(torch.backends.cpu, "get_cpu_capability", lambda: other)
         assert base != key(X, cfg, 5, torch.device("cpu"))
     assert base == key(X.clone(), cfg, 5, torch.device("cpu"))
     for env, content in (("1", None), ("0", b"not a checkpoint")):
