@@ -17,7 +17,9 @@ scored on all the images: ACC / NMI / ARI, the number of errors and the aligned 
 matrix (:func:`dcl_lib.metrics.aligned_confusion`: row = class, column = the cluster
 matched to a class).
 
-Writes ``results/benchmarks/vcami_finetune_probe.json``.
+Writes ``results/benchmarks/vcami_finetune_probe.json``.  The start is a variant's export,
+which the tree does not keep (``dcl_lib.results.KEPT_VARIANT_CHECKPOINTS``): the command
+recorded in its results JSON makes it again (the script prints it).
 
     DCL_DATA_MIRROR=../shared/data python benchmarks/vcami_finetune_probe.py --seeds 0 \\
         --arm control='{}' --arm erase8='{"erase": 8}'
@@ -120,6 +122,9 @@ def main(argv=None):
     for seed in args.seeds:
         src = ROOT / "results" / "vcami" / f"mnist-all-full-seed{seed}-{args.tag}.json"
         start = json.loads(src.read_text())
+        if not start.get("checkpoint"):  # a variant's export is not kept in the tree
+            raise SystemExit(f"{src.name} keeps no export ({start['checkpoint_dropped']['reason']});"
+                             f" make it again first (on a GPU: about 6 minutes):\n  {start['command']}")
         ck = load_checkpoint(src.parent / start["checkpoint"])
         cfg = VCAMIConfig.from_dict(ck.get("config", start["config"]), strict=False)
         for name, changes in arms.items():

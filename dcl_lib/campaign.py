@@ -561,8 +561,10 @@ def collect(src: str | os.PathLike, results: Path = ROOT / "results") -> dict[st
 
     Refuses (and reports) a JSON whose provenance fails :func:`check_provenance`, or
     whose file already exists in ``results`` (unless the existing one is a run cut by
-    its budget: a new run replaces it); copies the others with their checkpoint.  First
-    moves back the checkpoints :func:`prepare` parked (``report["restored"]``).
+    its budget: a new run replaces it); copies the others with their checkpoint, then
+    drops the exports the tree does not keep (``report["dropped"]``: variants no page
+    reloads, files over 5 MB).  First moves back the checkpoints :func:`prepare` parked
+    (``report["restored"]``).
     """
     src = Path(src)
     report: dict[str, list[str]] = {"copied": [], "refused": []}
@@ -595,6 +597,10 @@ def collect(src: str | os.PathLike, results: Path = ROOT / "results") -> dict[st
             if ck:
                 shutil.copy2(path.parent / ck, dst.parent / ck)
                 report["copied"].append(str(rel.parent / ck))
+    # the tree keeps a variant's JSON, not its export (dcl_lib.results.prune_checkpoints)
+    from .results import prune_checkpoints
+
+    report["dropped"] = prune_checkpoints(Path(results))
     return report
 
 

@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="here, before a window: stage the data and print the device command")
     t = sub.add_parser("results", help="print the results tables (from results/**/*.json)")
     t.add_argument("--readme", action="store_true", help="rewrite the README's results block")
+    t.add_argument("--prune-checkpoints", action="store_true",
+                   help="drop the weight exports the tree does not keep (variants no page "
+                        "reloads, files over 5 MB); their results JSON say so")
     k = sub.add_parser("collect", help="copy a campaign's results into results/ after checks")
     k.add_argument("source", help="the folder the device returned (archives) or a results tree")
     return p

@@ -18,7 +18,9 @@ import numpy as np
 __all__ = ["PAPER", "EXPECTED_SEEDS", "RETIRED_FIELDS", "ADDED_FIELDS", "Record", "load_records",
            "summary_rows", "markdown_table", "html_table", "plot_acc_vs_time", "reevaluate",
            "config_drift", "readme_block", "update_readme", "run_interval", "concurrent_runs",
-           "schedule", "paper_comparison"]
+           "schedule", "paper_comparison", "KEPT_VARIANT_CHECKPOINTS", "MAX_FILE_BYTES",
+           "MAX_RESULTS_BYTES", "drop_checkpoint", "prune_checkpoints", "share_checkpoint_entry",
+           "requantize_entry", "save_labels", "run_labels"]
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED_SEEDS = (0, 1, 2)  # every full-profile row is a mean over these
@@ -88,6 +90,147 @@ ADDED_FIELDS: dict[str, dict[str, Any]] = {
               # is not read while erase is 0)
               "erase": 0, "erase_p": 0.5},
 }
+
+
+# ---------------------------------------------------------------------------
+# What the tree keeps: a light repository
+# ---------------------------------------------------------------------------
+
+# A profile's own run keeps its weight export: the suite re-evaluates it and the chapters
+# reload it.  A variant (a run with a --tag) keeps its results JSON (metrics, labels hash,
+# config, the command that reproduces it) and drops its export, unless a page of the book
+# or a benchmark reloads it; those are listed here with their reader.  No tracked file may
+# exceed MAX_FILE_BYTES, nor the tracked results/ MAX_RESULTS_BYTES in all
+# (tests/test_repository.py): an export over the cap is dropped like a variant's.
+KEPT_VARIANT_CHECKPOINTS: dict[str, str] = {
+    "clustergan/mnist-train-quick-seed0-long.pt": "notebooks/05_clustergan.ipynb",
+    "clustergan/mnist-train-quick-seed0-wide.pt": "notebooks/05_clustergan.ipynb",
+    "depict/mnist-train-quick-seed0-pretrained.pt": "notebooks/04_depict.ipynb",
+}
+MAX_FILE_BYTES = 5_000_000
+MAX_RESULTS_BYTES = 40_000_000
+
+
+def drop_checkpoint(json_path: Path, reason: str) -> dict[str, Any]:
+    """Delete a run's weight export and say so in its results JSON: ``checkpoint`` becomes
+    null and ``checkpoint_dropped`` records the file's name, size and sha256 and why it
+    went (the run's command in the JSON makes it again)."""
+    import hashlib
+
+    json_path = Path(json_path)
+    rec = json.loads(json_path.read_text())
+    name = rec.get("checkpoint")
+    if not name:
+        raise ValueError(f"{json_path} names no checkpoint to drop")
+    ck = json_path.parent / name
+    data = ck.read_bytes()
+    rec["checkpoint"] = None
+    rec["checkpoint_dropped"] = {"name": name, "bytes": len(data),
+                                 "sha256": hashlib.sha256(data).hexdigest(), "reason": reason}
+    from ._io import write_json
+
+    write_json(json_path, rec)
+    ck.unlink()
+    return rec["checkpoint_dropped"]
+
+
+def prune_checkpoints(root: Path = ROOT / "results") -> list[str]:
+    """Apply the rule above to every results JSON under ``root``; returns what went."""
+    dropped = []
+    for r in load_records(root):
+        name = r.data.get("checkpoint")
+        if not name:
+            continue
+        rel = f"{r.path.parent.name}/{name}"
+        size = (r.path.parent / name).stat().st_size
+        if r.tag is not None and rel not in KEPT_VARIANT_CHECKPOINTS:
+            reason = "a variant's export that no page of the book reloads"
+        elif size > MAX_FILE_BYTES:
+            reason = f"over the {MAX_FILE_BYTES / 1e6:g} MB that a tracked file may have"
+        else:
+            continue
+        drop_checkpoint(r.path, reason)
+        dropped.append(f"{rel} ({size / 1e6:.1f} MB): {reason}")
+    return dropped
+
+
+def share_checkpoint_entry(path: Path, key: str, source: Path) -> None:
+    """Store entry ``key`` of checkpoint ``path`` once: where it equals the same entry of
+    ``source`` (another committed run that trained the same network), replace it with a
+    reference that :func:`dcl_lib.train.load_checkpoint` resolves and checks."""
+    import os
+
+    import torch
+
+    from .train import SHARED_FROM, load_checkpoint, tensors_sha256
+
+    path, source = Path(path), Path(source)
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    src = load_checkpoint(source)[key]
+    if set(ck[key]) != set(src) or not all(torch.equal(ck[key][k], src[k]) for k in src):
+        raise ValueError(f"entry {key!r} of {path} differs from that of {source}: not shared")
+    ck[key] = {SHARED_FROM: os.path.relpath(source, path.parent), "key": key,
+               "sha256": tensors_sha256(src)}
+    from .train import save_checkpoint
+
+    save_checkpoint(path, ck)
+
+
+LABELS_SUFFIX = ".labels.npz"
+
+
+def save_labels(json_path: Path, labels) -> Path:
+    """Keep a run's partition beside its results JSON (``<stem>.labels.npz``, compressed
+    small integers: tens of kB where an export is MB), for a page that needs a variant's
+    clusters but not its networks.  Refused unless the labels hash to the run's recorded
+    ``labels_sha256``: the file is the run's own partition, not one recomputed otherwise."""
+    from .runner import labels_digest
+
+    json_path = Path(json_path)
+    rec = json.loads(json_path.read_text())
+    labels = np.asarray(labels)
+    if labels_digest(labels) != rec["labels_sha256"]:
+        raise ValueError(f"these labels are not those of {json_path.name} (their sha256 differs)")
+    out = json_path.with_name(json_path.stem + LABELS_SUFFIX)
+    dtype = np.uint8 if labels.max() < 256 else np.int32
+    np.savez_compressed(out, labels=labels.astype(dtype))
+    return out
+
+
+def run_labels(json_path: Path) -> np.ndarray:
+    """A run's cluster labels: from its kept partition (:func:`save_labels`, checked
+    against the recorded hash) or, failing that, its weight export (:func:`reevaluate`)."""
+    from .runner import labels_digest
+
+    json_path = Path(json_path)
+    kept = json_path.with_name(json_path.stem + LABELS_SUFFIX)
+    if kept.exists():
+        labels = np.load(kept)["labels"].astype(np.int64)
+        if labels_digest(labels) != json.loads(json_path.read_text())["labels_sha256"]:
+            raise ValueError(f"{kept.name} is not the partition of {json_path.name}")
+        return labels
+    return reevaluate(json_path)[1]
+
+
+def requantize_entry(path: Path, key: str = "encoder") -> None:
+    """Store the large half-precision matrices of entry ``key`` of a committed export in
+    12 bits per entry (:func:`dcl_lib.train.compact_state`), as the runner now exports
+    the shared autoencoder's encoder; the suite then checks that the export still
+    reproduces its run's metrics."""
+    import torch
+
+    from .train import _SCALE12, INT8_MIN_NUMEL, _int12_rows, save_checkpoint
+
+    path = Path(path)
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    entry = {}
+    for k, v in ck[key].items():
+        if v.dtype == torch.float16 and v.dim() >= 2 and v.numel() >= INT8_MIN_NUMEL:
+            entry[k], entry[k + _SCALE12] = _int12_rows(v)
+        else:
+            entry[k] = v
+    ck[key] = entry
+    save_checkpoint(path, ck)
 
 
 def config_drift(rec: dict[str, Any]) -> list[str]:
@@ -436,6 +579,10 @@ def update_readme(root: Path = ROOT, figure: bool = True) -> bool:
 
 
 def main(args) -> int:
+    if getattr(args, "prune_checkpoints", False):
+        for line in prune_checkpoints():
+            print(f"dropped {line}")
+        return 0
     if args.readme:
         update_readme()
         print(f"README.md results block and {FIGURE} rewritten")

@@ -21,7 +21,7 @@ from ..train import (History, LossWindow, TrainState, batched, make_adam, miniba
                      seeded_generator)
 
 __all__ = ["AutoencoderConfig", "update_autoencoder", "train_autoencoder", "cached_autoencoder",
-           "model_cache_dir", "encode", "codes_from_checkpoint"]
+           "model_cache_dir", "encode", "codes_from_checkpoint", "export_encoder"]
 
 
 @dataclass(frozen=True)
@@ -168,6 +168,15 @@ def encode(model: MLPAutoencoder, X: torch.Tensor, batch_size: int = 4096) -> to
     device = next(model.parameters()).device
     return batched(lambda x: model.encode(x.to(device, torch.float32)), X.reshape(len(X), -1),
                    batch_size, nets=(model,))
+
+
+def export_encoder(model: MLPAutoencoder) -> dict[str, torch.Tensor]:
+    """The encoder for a runner checkpoint: its large matrices in 12 bits per entry, the
+    rest in half precision (:func:`~dcl_lib.train.compact_state`; 2.5 MB for the
+    784-500-500-2000-10 stack instead of 3.3 MB, the codes within 1e-3 of float32's)."""
+    from ..train import INT8_MIN_NUMEL, compact_state
+
+    return compact_state(model.encoder, int12_min_numel=INT8_MIN_NUMEL)
 
 
 def codes_from_checkpoint(encoder_state: dict, X: torch.Tensor, cfg: AutoencoderConfig,

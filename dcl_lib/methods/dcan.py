@@ -47,9 +47,10 @@ from torch import nn
 
 from ..gan import discriminator_loss, nonsaturating_generator_loss
 from ..nets import MLPAutoencoder, mlp
-from ..train import (History, LossWindow, TrainState, batched, compact_state, make_adam,
+from ..train import (History, LossWindow, TrainState, batched, make_adam,
                      minibatches, progress, seeded_generator)
-from .autoencoder import AutoencoderConfig, codes_from_checkpoint, encode, train_autoencoder
+from .autoencoder import (AutoencoderConfig, codes_from_checkpoint, encode, export_encoder,
+                          train_autoencoder)
 from .base import ConfiguredEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters
 
 __all__ = ["DCANConfig", "DCANNets", "Target", "fit_target", "sample_target", "abc_loss",
@@ -567,7 +568,7 @@ def _fit(data, cfg: DCANConfig, ctx: RunContext) -> FitResult:
     # the comparison on the same pretrained codes: theta* at the start, a Gaussian mixture
     extra = {f"gmm_{k}": v for k, v in est.history_.scalars["start"].items()}
     t = est.target_
-    state = {"encoder": compact_state(est.nets_.ae.encoder), "shift": est.nets_.shift.cpu(),
+    state = {"encoder": export_encoder(est.nets_.ae), "shift": est.nets_.shift.cpu(),
              "scale": est.nets_.scale.cpu(),
              **{k: v for k, v in t.to_dict().items() if k in ("weights", "means", "covariances")}}
     hist = {**est.history_.to_dict(), "ae_loss/recon": ae_hist.series.get("loss/recon", [])}

@@ -39,7 +39,8 @@ from ..nets import BatchedMLP, ConvGenerator, ConvHead, PerComponent, mlp
 from ..train import (CONV_EVAL_BATCH, INT8_MIN_NUMEL, History, LossWindow, TrainState, batched,
                      compact_state, load_compact_state, make_adam, on_device, progress,
                      seeded_generator)
-from .autoencoder import AutoencoderConfig, codes_from_checkpoint, encode, train_autoencoder
+from .autoencoder import (AutoencoderConfig, codes_from_checkpoint, encode, export_encoder,
+                          train_autoencoder)
 from .base import (ConfiguredEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters,
                    check_unit_range)
 
@@ -611,7 +612,7 @@ def _fit(data, cfg: GANMMConfig, ctx: RunContext) -> FitResult:
                          random_state=ctx.seed, device=ctx.device).fit(est.embedding_.double())
     extra = {f"gmm_{k}": v for k, v in evaluate(data.y, gm.labels_).items()}
     # the encoder in half precision (as gmm-ae); the small GAN mixture in full precision
-    state = {"encoder": compact_state(est.autoencoder_.encoder),
+    state = {"encoder": export_encoder(est.autoencoder_),
              "ganmm": {k: v.detach().cpu() for k, v in est.nets_.state_dict().items()},
              "mean": est.mean_.cpu(), "std": est.std_.cpu()}
     hist = {**est.history_.to_dict(),

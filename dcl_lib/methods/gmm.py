@@ -24,9 +24,10 @@ import torch
 from sklearn.exceptions import ConvergenceWarning  # scikit-learn's own class, re-exported
 
 from ..config import MethodConfig
-from ..em import kl_rows, perturb_responsibilities, responsibilities
-from ..train import compact_state, progress
-from .autoencoder import AutoencoderConfig, codes_from_checkpoint, encode, train_autoencoder
+from ..em import perturb_responsibilities, responsibilities
+from ..train import progress
+from .autoencoder import (AutoencoderConfig, codes_from_checkpoint, encode, export_encoder,
+                          train_autoencoder)
 from .base import (ClusterEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters,
                    seed_from)
 from .kmeans import KMeans, kmeans_plusplus
@@ -867,7 +868,7 @@ def _fit_gmm_ae(data, cfg: GMMAEConfig, ctx: RunContext) -> FitResult:
                                     ctx.verbose)
     gm = _fit_mixture(encode(model, data.flat()).double(), cfg, ctx)
     # only what assigns clusters: the encoder (half precision) and the mixture
-    state = {"encoder": compact_state(model.encoder), **_gmm_state(gm)}
+    state = {"encoder": export_encoder(model), **_gmm_state(gm)}
     return FitResult(gm.labels_, state, {**hist.to_dict(), "lower_bound": gm.lower_bounds_},
                      {"lower_bound": gm.lower_bound_, "final_recon": hist.last("loss/recon")})
 
