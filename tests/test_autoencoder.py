@@ -110,3 +110,27 @@ def test_cached_autoencoder_is_the_live_one_and_its_key_sees_every_input(tmp_pat
             next(tmp_path.glob("*.pt")).write_bytes(content)
         with pytest.raises(AssertionError, match="trained although"):
             A.cached_autoencoder(X, cfg, seed=5, verbose=False)
+
+
+def test_the_denoising_step_reconstructs_the_clean_input():
+    """update_autoencoder against its equation written out: the input is masked (a fraction
+    zeroed, the survivors not rescaled), the target is the clean x."""
+    import torch.nn.functional as F
+
+    from dcl_lib.methods.autoencoder import update_autoencoder
+
+    x = torch.rand(32, 64, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    a = MLPAutoencoder(64, (16,), 3)
+    b = MLPAutoencoder(64, (16,), 3)
+    b.load_state_dict(a.state_dict())
+    torch.manual_seed(5)
+    loss = update_autoencoder(a, torch.optim.SGD(a.parameters(), lr=1.0), x, input_dropout=0.5)
+    torch.manual_seed(5)  # the same mask
+    x_in = F.dropout(x, 0.5) * 0.5
+    assert (x_in == 0).float().mean() > 0.3 and torch.equal(x_in[x_in != 0], x[x_in != 0])
+    ref = F.binary_cross_entropy(b(x_in)[1], x)
+    assert float(loss) == pytest.approx(float(ref), rel=1e-6)
+    ref.backward()
+    for (n, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(pa, pb.detach() - pb.grad, atol=1e-6), n  # one SGD step, lr 1

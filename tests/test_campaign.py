@@ -95,7 +95,11 @@ def test_dry_run_then_collect(tmp_path):
     report = collect(tmp_path / "out", results)
     assert not report["refused"], report
     assert len([f for f in report["copied"] if f.endswith(".json")]) == 4
-    assert (results / "depict" / "digits-all-full-seed0-dry-mnist.pt").exists()
+    # a dry run is a variant (its tag): the tree keeps its JSON, not its export
+    assert not (results / "depict" / "digits-all-full-seed0-dry-mnist.pt").exists()
+    rec = json.loads((results / "depict" / "digits-all-full-seed0-dry-mnist.json").read_text())
+    assert rec["checkpoint"] is None and rec["checkpoint_dropped"]["name"].endswith(".pt")
+    assert any("depict/digits-all-full-seed0-dry-mnist.pt" in d for d in report["dropped"])
     again = collect(tmp_path / "out", results)  # the same files again: duplicates
     assert not again["copied"] and all("exists already" in r for r in again["refused"])
 

@@ -47,3 +47,18 @@ def test_epsilon_members_sample_draws_distinct_others_proportionally():
         epsilon_members(post, 1, mode="random")
     with pytest.raises(ValueError, match="sigma must be"):
         epsilon_members(post, -1)
+
+
+def test_the_e_step_survives_log_joints_far_below_zero():
+    """The log-sum-exp is shifted by its maximum: log joints near -1000 (a point far from
+    every component) give the same responsibilities as near 0, not 0/0."""
+    a = torch.randn(20, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for shift in (-1000.0, -1e5, 700.0):
+        log_gamma, log_px = responsibilities(a + shift)
+        ref_gamma, ref_px = responsibilities(a)
+        assert torch.isfinite(log_gamma).all() and torch.isfinite(log_px).all()
+        assert torch.allclose(log_gamma, ref_gamma, atol=1e-9)
+        assert torch.allclose(log_px, ref_px + shift, rtol=0, atol=1e-9 * max(1.0, abs(shift)))
+    # float32 too: exp(-1000) underflows there as well (a - 1000 keeps about 4 decimals)
+    lg, lp = responsibilities((a - 1000).float())
+    assert torch.isfinite(lg).all() and torch.allclose(lg.exp().sum(1), torch.ones(20), atol=1e-3)

@@ -158,6 +158,25 @@ def test_epsilon_em_inequality_and_kl():
     assert np.all(np.diff(s) >= -slack[:-1] - 1e-12)
 
 
+def test_epsilon_em_m_step_uses_the_perturbed_table():
+    """theta_{t+1} is the M-step of the perturbed q^(t), not of the exact posterior: the
+    log-likelihood logged at t = 2 is that of m_step(q^(1)), computed here step by step."""
+    X = torch.tensor(_mixture(8, n=600, d=2, K=3))
+    w, m, C, _ = _start(X.numpy(), 3, 8, "full")
+    pi, mu, Sigma = (torch.tensor(a) for a in (w, m, C))
+    eps1 = 0.3
+    tr = epsilon_em(X, pi, mu, Sigma, eps=lambda t: eps1, n_iter=2)
+    log_gamma, _ = e_step(X, torch.log(pi), mu, cholesky(Sigma))
+    log_q, _ = perturb_responsibilities(log_gamma, eps1 * len(X))
+    pi2, mu2, S2 = m_step(X, log_q.exp())
+    _, log_px = e_step(X, torch.log(pi2), mu2, cholesky(S2))
+    assert tr["loglik"][1] == pytest.approx(float(log_px.mean()), rel=1e-12)
+    # and it differs from what the exact table gives (the test could tell them apart)
+    pe, me, Se = m_step(X, log_gamma.exp())
+    exact = float(e_step(X, torch.log(pe), me, cholesky(Se))[1].mean())
+    assert abs(exact - tr["loglik"][1]) > 1e-3
+
+
 def test_perturbation_hits_requested_kl():
     log_gamma = torch.log_softmax(torch.randn(100, 4, dtype=torch.float64), 1)
     for eps in (0.0, 0.1, 3.0):

@@ -158,3 +158,34 @@ def test_transform_returns_euclidean_distances_and_predict_the_nearest():
     D = km.transform(X)
     assert np.allclose(D, cdist(X, km.cluster_centers_), atol=1e-10)  # not squared
     assert np.array_equal(km.predict(X), D.argmin(1))
+
+
+def test_kmeans_plusplus_takes_the_best_of_its_greedy_trials():
+    """Each next centre is, of the 2 + log K candidates drawn with probability D(x)^2 /
+    sum D^2 (the same draws, replayed here), the one with the lowest potential."""
+    X = torch.tensor(make_blobs(400, centers=6, n_features=3, random_state=4)[0])
+    K, T = 6, 2 + int(np.log(6))
+    got = kmeans_plusplus(X, K, torch.Generator().manual_seed(9))
+    g = torch.Generator().manual_seed(9)
+    C = [X[int(torch.randint(len(X), (1,), generator=g))]]
+    closest = ((X - C[0]) ** 2).sum(1)
+    for _ in range(1, K):
+        idx = torch.multinomial((closest / closest.sum()).double(), T, replacement=True, generator=g)
+        d = torch.minimum(closest[:, None], ((X[:, None] - X[idx][None]) ** 2).sum(-1))  # (N, T)
+        best = int(d.sum(0).argmin())
+        C.append(X[idx[best]])
+        closest = d[:, best]
+    assert torch.allclose(got, torch.stack(C), atol=0)
+    # one trial only would pick the first candidate: with these draws it differs
+    one = kmeans_plusplus(X, K, torch.Generator().manual_seed(9), n_local_trials=1)
+    assert not torch.equal(one, got)
+
+
+def test_restarts_keep_the_lowest_inertia():
+    X, _ = make_blobs(500, centers=8, n_features=4, cluster_std=3.0, random_state=5)
+    Xt = torch.tensor(X)
+    g = torch.Generator().manual_seed(11)
+    each = [lloyd(Xt, kmeans_plusplus(Xt, 8, g), 300, 1e-4)[2] for _ in range(6)]
+    assert max(each) > min(each) * (1 + 1e-6)  # the restarts differ on this data
+    km = KMeans(8, n_init=6, random_state=11).fit(X)
+    assert km.inertia_ == pytest.approx(min(each), rel=1e-12)

@@ -25,16 +25,24 @@ GANMM_TINY = {"hidden": (32,), "epochs": 2, "gan_hidden": 16, "pretrain_iters": 
               "sigma": (25, 10, 5, 2), "sigma_steps": (40, 80, 120)}
 DCAN_TINY = {"hidden": (32,), "epochs": 2, "finetune_epochs": 4, "finetune_batch": 128,
              "gmm_n_init": 1, "refresh_steps": 3}
+# the shared autoencoder's own loop (gmm-ae trains it through the runner's state)
+GMM_AE_TINY = {"hidden": (32,), "epochs": 4, "n_init": 1}
+VCAMI_TINY = {"epochs": 4, "channels": (4, 8), "hidden": 16, "latent_dim": 4, "critic_hidden": 8,
+              "head_hidden": 8, "gmm_start": 1, "batch_size": 128}
 
 
 @pytest.mark.parametrize("method, overrides", [("depict", DEPICT_TINY),
                                                ("clustergan", CLUSTERGAN_TINY),
                                                ("ganmm", GANMM_TINY),
-                                               ("dcan", DCAN_TINY)])
+                                               ("dcan", DCAN_TINY),
+                                               ("gmm-ae", GMM_AE_TINY),
+                                               ("vcami", VCAMI_TINY)])
 def test_budget_stops_at_every_safe_point_and_resumes_exactly(tmp_path, method, overrides):
     """budget 0: every call trains to the next safe point (an epoch of any DEPICT phase,
-    50 ClusterGAN steps, 50 GANMM iterations or an evaluation, a DCAN epoch), saves and stops; resuming call after call ends where an
-    uninterrupted run ends, across every phase boundary."""
+    50 ClusterGAN steps, 50 GANMM iterations or an evaluation, a DCAN, VCAMI or autoencoder
+    epoch), saves and stops; resuming call after call ends where an uninterrupted run
+    ends, across every phase boundary.  A generator left out of the saved state (the
+    minibatch order, the augmentations) changes the resumed run's labels."""
     kw = dict(method=method, dataset="digits", profile="quick", seed=3, overrides=overrides,
               verbose=False)
     ref = run(out_dir=tmp_path / "ref", **kw)

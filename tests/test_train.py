@@ -207,8 +207,35 @@ def test_minibatches_partition_and_random_batch():
     assert sorted(torch.cat(parts).tolist()) == list(range(103))
     again = minibatches(103, 10, seeded_generator(0))
     assert all(torch.equal(a, b) for a, b in zip(parts, again))  # seeded: same order
-    b = random_batch(7, 1000, seeded_generator(1))
-    assert b.min() >= 0 and b.max() <= 6 and len(b) == 1000
+    b = random_batch(7, 7000, seeded_generator(1))
+    assert b.min() >= 0 and b.max() <= 6 and len(b) == 7000
+    # uniform over all n indices, the last one included: chi-square with 6 degrees of
+    # freedom, 99.9 % quantile 22.5 (a draw that never yields n - 1 scores about 1170)
+    counts = torch.bincount(b, minlength=7).double()
+    assert float(((counts - 1000) ** 2 / 1000).sum()) < 22.5
+
+
+def test_minibatches_are_shuffled_every_epoch():
+    """Each epoch a fresh permutation: not the identity, not the previous epoch's."""
+    from dcl_lib.train import minibatches, seeded_generator
+
+    g = seeded_generator(0)
+    e1, e2 = torch.cat(minibatches(200, 32, g)), torch.cat(minibatches(200, 32, g))
+    ident = torch.arange(200)
+    assert not torch.equal(e1, ident) and not torch.equal(e2, ident) and not torch.equal(e1, e2)
+    # the first batch is a random sample: its mean index is near 99.5, not 15.5
+    firsts = torch.stack([minibatches(200, 32, g)[0].double().mean() for _ in range(50)])
+    assert abs(float(firsts.mean()) - 99.5) < 10
+
+
+def test_dcgan_initialisation_is_n_0_0p02():
+    from dcl_lib.nets import init_normal_
+
+    conv = init_normal_(torch.nn.Sequential(torch.nn.Conv2d(64, 128, 4), torch.nn.Linear(1000, 200)))
+    for m in conv:
+        w = m.weight.detach()
+        assert abs(float(w.mean())) < 1e-3 and abs(float(w.std()) - 0.02) < 0.0005
+        assert float(m.bias.abs().max()) == 0.0
 
 
 def test_make_adam_is_unfused_on_cpu():

@@ -441,3 +441,84 @@ def test_cosine_lr_bounds():
     assert cosine_lr(0.1, 5, 10) == pytest.approx(0.05)
     with pytest.raises(ValueError, match="step"):
         cosine_lr(0.1, 11, 10)
+
+
+# -- the contracts the loop relies on ------------------------------------------------------
+
+def test_cluster_term_pairs_each_image_with_its_augmented_view():
+    """L_CMI against its equation: x and x' encoded separately, z = m + s * eps for both
+    (one draw of eps for the 2B rows), P = p(x)^T p(x') / B, L = -I(P)."""
+    from dcl_lib.methods.vcami import joint_mi
+
+    x, _ = _images(16)
+    g = torch.Generator().manual_seed(1)
+    x_aug = augment(x, g)
+    torch.manual_seed(0)
+    nets = VCAMINets((1, 8, 8), CFG)
+    out = vcami_losses(nets, x, x_aug, CFG, torch.Generator().manual_seed(5), ("cmi",))
+    (_, m1, s1), (_, m2, s2) = nets.encode(x), nets.encode(x_aug)
+    m, log_s2 = torch.cat([m1, m2]), torch.cat([s1, s2])
+    eps = torch.randn(m.shape, generator=torch.Generator().manual_seed(5))
+    p = nets.posterior(m + torch.exp(0.5 * log_s2) * eps).exp()
+    P = p[:16].T @ p[16:] / 16
+    P = (P + P.T) / 2  # symmetrised, as IIC does
+    ref = -joint_mi(P, CFG.eps_p, CFG.entropy_weight)
+    assert float(out["cmi"]) == pytest.approx(float(ref), rel=1e-5)
+    # and it depends on the augmented view (an unused x' would not)
+    other = vcami_losses(nets, x, augment(x, torch.Generator().manual_seed(9)), CFG,
+                         torch.Generator().manual_seed(5), ("cmi",))
+    assert abs(float(other["cmi"]) - float(out["cmi"])) > 1e-6
+
+
+def test_the_mixture_term_pulls_the_codes_themselves():
+    """L_GMM's gradient reaches the encoder's mean and variance layers directly, not only
+    through the head: with a head that outputs a constant posterior, the term still moves
+    fc_m and fc_log_s2 (detached codes would leave them without gradient)."""
+    x, _ = _images(16)
+    torch.manual_seed(0)
+    nets = VCAMINets((1, 8, 8), CFG)
+    with torch.no_grad():
+        nets.mu_k.normal_()
+        for p in nets.head.parameters():
+            p.zero_()  # p(c | z) = 1/K whatever z: no gradient through the head
+    g = torch.Generator().manual_seed(0)
+    out = vcami_losses(nets, x, augment(x, g), CFG, g, ("gmm",))
+    out["gmm"].backward()
+    for layer in (nets.fc_m, nets.fc_log_s2):
+        assert layer.weight.grad is not None and float(layer.weight.grad.abs().sum()) > 0
+
+
+def test_init_mixture_encodes_in_evaluation_mode_and_leaves_the_statistics():
+    """One M-step on m(x) from the running batch-norm statistics; no statistic moves."""
+    from dcl_lib.methods.vcami import init_mixture
+
+    x, _ = _images(48)
+    torch.manual_seed(0)
+    nets = VCAMINets((1, 8, 8), CFG)
+    nets.train()
+    with torch.no_grad():  # statistics far from a batch's, so the two modes differ
+        for m in nets.modules():
+            if isinstance(m, torch.nn.BatchNorm2d) or isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.fill_(0.3)
+                m.running_var.fill_(2.0)
+    before = {k: v.clone() for k, v in nets.state_dict().items() if "running" in k}
+    init_mixture(nets, x)
+    assert nets.training  # the mode is restored
+    for k, v in before.items():
+        assert torch.equal(nets.state_dict()[k], v), k
+    nets.eval()
+    with torch.no_grad():
+        m = nets.encode(x)[1]
+        r = nets.posterior(m).exp()
+    mu = (r.T @ m) / r.sum(0)[:, None]
+    assert torch.allclose(nets.mu_k, mu, atol=1e-5)
+
+
+def test_negative_pairs_never_pair_a_row_with_itself():
+    from dcl_lib.methods.vcami import _shuffled
+
+    g = torch.Generator().manual_seed(0)
+    for B in (2, 3, 5, 8):
+        z = torch.arange(B, dtype=torch.float32)[:, None]
+        for _ in range(200):
+            assert (_shuffled(z, g) != z).all()

@@ -1,0 +1,186 @@
+"""The injected-bug catalogue: realistic one-line bugs in the maths and the method loops,
+each of which at least one unit test must catch at one thread.
+
+    DCL_DATA_MIRROR=../shared/data .venv/bin/python tests/injected_bugs.py          # all
+    DCL_DATA_MIRROR=../shared/data .venv/bin/python tests/injected_bugs.py vcami-   # by prefix
+
+Each bug is applied alone to a copy of the tracked files (never to this checkout), and
+the test files it names run there with ``OMP_NUM_THREADS=1``, stopping at the first
+failure.  A bug is *caught* when they fail; the report names the first failing test.
+Writes ``results/benchmarks/injected_bugs.json`` when every bug was run.  Not collected by
+pytest (its name does not start with ``test_``): a full pass takes about ten minutes.
+
+Add a bug here whenever a test is written for one (CONTRIBUTING.md, "Tests"): the
+catalogue is how the suite's power is measured again after the code changes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Bug:
+    name: str
+    path: str          # the file, relative to the checkout
+    old: str           # text that occurs exactly once in it
+    new: str           # what the bug puts there
+    tests: tuple[str, ...]  # pytest node ids or files that must catch it
+
+
+BUGS = [
+    # -- foundations -------------------------------------------------------------------
+    Bug("train-random-batch-misses-last", "dcl_lib/train.py",
+        "return torch.randint(n, (batch_size,), generator=g, device=g.device)",
+        "return torch.randint(n - 1, (batch_size,), generator=g, device=g.device)",
+        ("tests/test_train.py",)),
+    Bug("train-no-shuffle", "dcl_lib/train.py",
+        "perm = torch.randperm(n, generator=g, device=g.device)",
+        "perm = torch.arange(n, device=g.device)",
+        ("tests/test_train.py",)),
+    Bug("nets-dcgan-init-0p2", "dcl_lib/nets.py",
+        "def init_normal_(module: nn.Module, std: float = 0.02)",
+        "def init_normal_(module: nn.Module, std: float = 0.2)",
+        ("tests/test_train.py",)),
+    Bug("em-no-logsumexp-shift", "dcl_lib/em.py",
+        "log_px = torch.logsumexp(log_joint, dim=1)  # (N,)",
+        "log_px = torch.log(torch.exp(log_joint).sum(1))  # (N,)",
+        ("tests/test_em.py",)),
+    Bug("gmm-eps-em-exact-m-step", "dcl_lib/methods/gmm.py",
+        "pi, mu, Sigma = m_step(X, q, covariance_type, reg_covar)",
+        "pi, mu, Sigma = m_step(X, log_gamma.exp(), covariance_type, reg_covar)",
+        ("tests/test_gmm.py",)),
+    # -- k-means -------------------------------------------------------------------------
+    Bug("kmeans-reseed-nearest", "dcl_lib/methods/kmeans.py",
+        "        if empty.numel() > 0:\n            far = torch.argsort(dist, descending=True)",
+        "        if empty.numel() > 0:\n            far = torch.argsort(dist, descending=False)",
+        ("tests/test_kmeans.py",)),
+    Bug("kmeans-reseed-nearest-bounded", "dcl_lib/methods/kmeans.py",
+        "            dist = assign(X, C, x_sq=nearest.x_sq)[1]\n"
+        "            far = torch.argsort(dist, descending=True)",
+        "            dist = assign(X, C, x_sq=nearest.x_sq)[1]\n"
+        "            far = torch.argsort(dist, descending=False)",
+        ("tests/test_kmeans.py",)),
+    Bug("kmeans-transform-squared", "dcl_lib/methods/kmeans.py",
+        "return _chunked_sqdist(*self._with_centres(X)).sqrt().cpu().numpy()",
+        "return _chunked_sqdist(*self._with_centres(X)).cpu().numpy()",
+        ("tests/test_kmeans.py",)),
+    Bug("kmeans-pp-one-trial", "dcl_lib/methods/kmeans.py",
+        "n_local_trials = 2 + int(math.log(n_clusters))",
+        "n_local_trials = 1",
+        ("tests/test_kmeans.py",)),
+    Bug("kmeans-keeps-worst-restart", "dcl_lib/methods/kmeans.py",
+        "if best is None or inertia < best[2]:",
+        "if best is None or inertia > best[2]:",
+        ("tests/test_kmeans.py",)),
+    Bug("kmeans-uncertified-float32", "dcl_lib/methods/kmeans.py",
+        "unsure = torch.nonzero(second - first <= 2 * err).flatten()",
+        "unsure = torch.nonzero(second - first < 0).flatten()",
+        ("tests/test_kmeans.py",)),
+    Bug("kmeans-bounds-ignore-moves", "dcl_lib/methods/kmeans.py",
+        "u = torch.nextafter(u + delta[a], inf)",
+        "u = torch.nextafter(u, inf)",
+        ("tests/test_kmeans.py",)),
+    # -- the shared autoencoder ----------------------------------------------------------
+    Bug("autoencoder-corrupted-target", "dcl_lib/methods/autoencoder.py",
+        "loss = F.binary_cross_entropy(x_hat, x)",
+        "loss = F.binary_cross_entropy(x_hat, x_in.clamp(0, 1))",
+        ("tests/test_autoencoder.py",)),
+    Bug("autoencoder-resume-forgets-generator", "dcl_lib/methods/autoencoder.py",
+        'state.attach({"autoencoder": model}, {"adam": opt}, {"batches": g}, hist)',
+        'state.attach({"autoencoder": model}, {"adam": opt}, {}, hist)',
+        ("tests/test_resume.py::test_budget_stops_at_every_safe_point_and_resumes_exactly",)),
+    # -- VCAMI ---------------------------------------------------------------------------
+    Bug("vcami-cmi-encodes-x-twice", "dcl_lib/methods/vcami.py",
+        "(C, m, log_s2), (_, m2, log_s2_2) = nets.encode(x), nets.encode(x_aug)",
+        "(C, m, log_s2), (_, m2, log_s2_2) = nets.encode(x), nets.encode(x)",
+        ("tests/test_vcami.py",)),
+    Bug("vcami-gmm-codes-detached", "dcl_lib/methods/vcami.py",
+        'out["gmm"] = gmm_loss(log_p[:B].exp(), m[:B], log_s2[:B], nets.mu_k, nets.log_var_k)',
+        'out["gmm"] = gmm_loss(log_p[:B].exp(), m[:B].detach(), log_s2[:B].detach(), nets.mu_k, '
+        'nets.log_var_k)',
+        ("tests/test_vcami.py",)),
+    Bug("vcami-init-mixture-train-mode", "dcl_lib/methods/vcami.py",
+        "    m, log_p = encode_eval(nets, X)\n    r = log_p.exp()",
+        "    m, log_p = encode_all(nets, X)\n    r = log_p.exp()",
+        ("tests/test_vcami.py",)),
+    Bug("vcami-negative-shift-zero", "dcl_lib/methods/vcami.py",
+        "offset = torch.randint(1, max(B, 2), (1,)",
+        "offset = torch.randint(0, max(B, 2), (1,)",
+        ("tests/test_vcami.py",)),
+    Bug("vcami-resume-forgets-generator", "dcl_lib/methods/vcami.py",
+        'state.attach({"vcami": nets}, {"vcami": opt}, {"draws": g}, hist)',
+        'state.attach({"vcami": nets}, {"vcami": opt}, {}, hist)',
+        ("tests/test_resume.py::test_budget_stops_at_every_safe_point_and_resumes_exactly",)),
+]
+
+
+def _copy_checkout(dst: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    for f in filter(None, files):
+        src = ROOT / f
+        if src.is_file():
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / f)
+
+
+def run_bug(bug: Bug, copy: Path) -> dict:
+    target = copy / bug.path
+    original = target.read_text()
+    if original.count(bug.old) != 1:
+        return {"bug": bug.name, "status": f"not applicable: the text occurs "
+                                           f"{original.count(bug.old)} times in {bug.path}"}
+    target.write_text(original.replace(bug.old, bug.new))
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", DCL_PROGRESS="0",
+               PYTHONPATH=str(copy))
+    t0 = time.perf_counter()
+    try:
+        r = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                            *bug.tests], cwd=copy, env=env, capture_output=True, text=True,
+                           timeout=900)
+    finally:
+        target.write_text(original)
+    failed = [line.split(" ")[1] for line in r.stdout.splitlines() if line.startswith("FAILED")]
+    return {"bug": bug.name, "caught": r.returncode != 0, "by": failed[:1],
+            "seconds": round(time.perf_counter() - t0, 1),
+            **({} if r.returncode in (0, 1) else {"pytest_exit": r.returncode})}
+
+
+def main(argv: list[str]) -> int:
+    chosen = [b for b in BUGS if not argv or any(b.name.startswith(a) for a in argv)]
+    out = []
+    with tempfile.TemporaryDirectory(prefix="dcl-bugs-") as tmp:
+        copy = Path(tmp)
+        _copy_checkout(copy)
+        for bug in chosen:
+            row = run_bug(bug, copy)
+            out.append(row)
+            mark = "caught " if row.get("caught") else "MISSED " if "caught" in row else "SKIPPED"
+            print(f"{mark} {bug.name:42s} {' '.join(row.get('by', []))} "
+                  f"{row.get('status', '')}{row.get('seconds', '')} s", flush=True)
+    caught = sum(bool(r.get("caught")) for r in out)
+    print(f"{caught} of {len(out)} injected bugs caught")
+    if not argv:
+        from dcl_lib._io import write_json
+        from dcl_lib.runner import git_commit
+
+        write_json(ROOT / "results" / "benchmarks" / "injected_bugs.json",
+                   {"git_commit": git_commit(), "threads": 1, "caught": caught,
+                    "total": len(out), "bugs": out})
+    return 0 if caught == len(out) else 1
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main(sys.argv[1:]))
