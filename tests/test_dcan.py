@@ -331,3 +331,71 @@ def test_runner_checkpoint_reloads_to_the_recorded_labels(tmp_path):
     x, y = _images(60)
     est = DCAN(3, CFG, random_state=1).fit(x)
     assert np.array_equal(est.predict(x), est.labels_)
+
+
+# -- the contracts of the loop ------------------------------------------------------------
+
+def test_kl_step_samples_the_code_with_its_standard_deviation():
+    """loss="kl": z = m + s * eps with s = exp(log s^2 / 2), the same eps as the step's
+    generator draws; the reconstruction is of that sample (written out here)."""
+    cfg = dataclasses.replace(CFG, loss="kl", logvar_init=1.0)  # s = 1.65, s^2 = 2.72
+    nets, t = _nets(cfg), _target()
+    ref = _nets(cfg)
+    ref.load_state_dict(nets.state_dict())
+    x, k = _images(8)[0], torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    opt = torch.optim.SGD(nets.parameters(), lr=0.0)
+    recon, cluster = update_autoencoder(nets, opt, x, k, t, cfg, seeded_generator(3))
+    m, logvar = ref.code_logvar(x)
+    eps = torch.randn(m.shape, generator=seeded_generator(3))
+    z = m + torch.exp(0.5 * logvar) * eps
+    assert float(recon) == pytest.approx(float(F.binary_cross_entropy(ref.decode(z), x)), rel=1e-6)
+    assert float(cluster) == pytest.approx(float(kl_to_target(m, logvar, k, t).mean()), rel=1e-6)
+
+
+def test_the_target_is_refreshed_every_refresh_steps_minibatch_steps(monkeypatch):
+    """theta* is refitted after every refresh_steps steps, counted across epochs (90
+    images in batches of 32: 3 steps an epoch, 9 in 3 epochs; refresh_steps=2: after
+    steps 2, 4, 6 and 8), besides the first fit and the final one."""
+    import dcl_lib.methods.dcan as dcan
+
+    calls = []
+    orig = dcan.fit_target
+
+    def spy(Z, cfg, seed, previous=None):
+        calls.append(previous is not None)
+        return orig(Z, cfg, seed, previous)
+
+    monkeypatch.setattr(dcan, "fit_target", spy)
+    x, _ = _images(90)
+    cfg = dataclasses.replace(CFG, refresh_steps=2)
+    train_dcan(x, _nets(cfg).ae, cfg, seed=0, verbose=False)
+    assert calls == [False] + [True] * 4 + [True]  # first fit, 4 refreshes, the final fit
+
+
+def test_train_dcan_seeds_its_own_draws():
+    """The same seed gives the same run whatever torch's global generator held before
+    (the discriminator's initialisation and dropout-free steps draw from it)."""
+    x, _ = _images(60)
+    ae = _nets().ae
+    runs = []
+    for before in (1, 2):
+        torch.manual_seed(before)
+        nets, target, hist = train_dcan(x, ae, CFG, seed=5, verbose=False)
+        runs.append((target.labels, hist["loss/value"], nets.disc[0].weight.detach().clone()))
+    assert torch.equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
+    assert torch.equal(runs[0][2], runs[1][2])
+
+
+def test_kl_to_target_is_one_value_per_row():
+    """Each row's own KL (rows with different variances and clusters), not a batch sum."""
+    t = _target()
+    m = torch.tensor([[0.3, -1.0], [1.0, 2.0], [-0.5, 0.0]])
+    logvar = torch.tensor([[-0.5, 0.4], [0.2, -1.0], [0.0, 0.0]])
+    k = torch.tensor([2, 0, 1])
+    got = kl_to_target(m, logvar, k, t)
+    assert got.shape == (3,)
+    for i in range(3):
+        q = torch.distributions.MultivariateNormal(m[i].double(), torch.diag(logvar[i].exp().double()))
+        p = torch.distributions.MultivariateNormal(t.means[k[i]].double(),
+                                                   covariance_matrix=t.covariances[k[i]].double())
+        assert float(got[i]) == pytest.approx(float(torch.distributions.kl_divergence(q, p)) / 2, rel=1e-4)

@@ -131,3 +131,66 @@ def test_value_at_the_optimal_discriminator_is_2jsd_minus_2log2():
     for shift in (-1.0, 0.5, 2.0):
         assert float(gan_value(logit(xp) + shift, logit(xq) + shift)) < v_star
     assert optimal_value(0.0) == pytest.approx(-2 * math.log(2)) and optimal_value(math.log(2)) == 0
+
+
+# -- contracts the mutation run found untested ----------------------------------------------
+
+def test_draws_come_from_the_given_generator_alone():
+    """The same generator seed gives the same draws whatever torch's global generator
+    holds; another seed gives others (a draw from the global generator would not)."""
+    def draws(seed, global_seed):
+        torch.manual_seed(global_seed)
+        g = torch.Generator().manual_seed(seed)
+        z_n, z_c, k = sample_prior(50, 3, 4, 0.5, g)
+        return z_n, k, sample_normal(20, 2, g)
+    a, b, c = draws(1, 10), draws(1, 20), draws(2, 10)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[0], c[0]) and not torch.equal(a[1], c[1]) and not torch.equal(a[2], c[2])
+    x = torch.randn(8, 3)
+    torch.manual_seed(5)
+    p1 = gradient_penalty(_Quadratic(), x, x + 1, torch.Generator().manual_seed(3))
+    torch.manual_seed(6)
+    p2 = gradient_penalty(_Quadratic(), x, x + 1, torch.Generator().manual_seed(3))
+    assert float(p1) == float(p2)
+
+
+class _Quadratic(torch.nn.Module):
+    def forward(self, x):  # D(x) = |x|^2 / 2: grad = x_hat, so GP depends on eps
+        return 0.5 * (x.flatten(1) ** 2).sum(1)
+
+
+def test_prior_shapes_and_types_in_every_case():
+    g = torch.Generator().manual_seed(0)
+    z_n, z_c, k = sample_prior(6, 2, 0, 1.0, g)  # a plain Gaussian prior
+    assert z_c.shape == (6, 0) and k.dtype == torch.long and torch.equal(k, torch.zeros(6).long())
+    # given clusters that leave out the last one: z_c still has K columns
+    z_n, z_c, k = sample_prior(3, 2, 5, 1.0, g, k=torch.tensor([0, 1, 1]))
+    assert z_c.shape == (3, 5) and torch.equal(z_c.argmax(1), k) and z_c.dtype == torch.float32
+    # the default scale of sample_normal is 1
+    z = sample_normal(40000, 2, torch.Generator().manual_seed(1))
+    assert abs(float(z.std()) - 1.0) < 0.02
+
+
+def test_batched_gradient_penalty_is_each_critics_own():
+    """batch_dims=2: (K, B, d) inputs, the norm over each sample's features (not over the
+    critics' axis), the same eps per (k, b) as a loop over k draws in that order."""
+    K, B, d = 3, 5, 4
+    W = torch.randn(K, d, generator=torch.Generator().manual_seed(0))
+
+    class Batched(torch.nn.Module):
+        def forward(self, x):  # (K, B, d) -> (K, B): critic k is x . W_k
+            return torch.einsum("kbd,kd->kb", x, W) + 0.5 * (x ** 2).sum(-1)
+
+    real = torch.randn(K, B, d, generator=torch.Generator().manual_seed(1))
+    fake = torch.randn(K, B, d, generator=torch.Generator().manual_seed(2))
+    got = gradient_penalty(Batched(), real, fake, torch.Generator().manual_seed(4), batch_dims=2)
+    eps = torch.rand(K, B, 1, generator=torch.Generator().manual_seed(4))
+    x_hat = eps * real + (1 - eps) * fake
+    grad = W[:, None, :] + x_hat  # the critic's input gradient, by hand
+    ref = ((grad.norm(dim=-1) - 1) ** 2).mean()
+    assert float(got) == pytest.approx(float(ref), rel=1e-5)
+
+
+def test_wasserstein_critic_loss_default_weight_is_wgan_gps_ten():
+    d = torch.zeros(3)
+    assert float(wasserstein_critic_loss(d, d, gp=1.0)) == 10.0  # Gulrajani et al. 2017

@@ -169,17 +169,37 @@ def test_a_starving_cluster_gets_half_of_the_largest():
     assert j == 0 and int((new == 2).sum()) == 30 and int((new == 1).sum()) == 30
 
 
-def test_training_logs_sizes_is_deterministic_and_clusters_separated_blobs():
+def test_training_logs_sizes_and_is_deterministic():
     Z, y = _blobs(150)
     Zs = standardize(Z)[0]
-    cfg = dataclasses.replace(CFG, iterations=300, eval_every=100, pretrain_iters=100, init="kmeans",
+    cfg = dataclasses.replace(CFG, iterations=100, eval_every=50, pretrain_iters=50, init="kmeans",
                               gan_hidden=32)
     a, h = train_ganmm(Zs, cfg, seed=0, y=y, verbose=False)
     b, _ = train_ganmm(Zs, cfg, seed=0, y=y, verbose=False)
     la, lb = a.posterior(Zs).argmax(1), b.posterior(Zs).argmax(1)
     assert torch.equal(la, lb)
     assert all(len(s) == 3 and sum(s) == 150 for s in h.series["sizes"])
-    assert h.series["acc"][-1] >= 0.95
+
+
+def test_epsilon_em_separates_blobs_from_a_random_partition():
+    """The method's gain over its own start: from a random partition (ACC about 1/3),
+    600 iterations of ε-EM on three separated blobs.  Measured on seeds 0-2: final ACC
+    0.973, 0.780, 0.980 (start 0.35 on average); the trajectories are a GAN's, so the
+    claim is on the mean of the three, with a margin of about a third of the gain."""
+    from dcl_lib.methods.ganmm import initial_labels
+    from dcl_lib.metrics import cluster_acc
+
+    Z, y = _blobs(150)
+    Zs = standardize(Z)[0]
+    cfg = dataclasses.replace(CFG, iterations=600, eval_every=600, pretrain_iters=100,
+                              init="random", gan_hidden=32)
+    start, final = [], []
+    for seed in range(3):
+        start.append(cluster_acc(y.numpy(), initial_labels(Zs, 3, "random", seed).numpy()))
+        nets, _ = train_ganmm(Zs, cfg, seed=seed, verbose=False)
+        final.append(cluster_acc(y.numpy(), nets.posterior(Zs).argmax(1).numpy()))
+    assert np.mean(start) < 0.45
+    assert np.mean(final) >= np.mean(start) + 0.3, (start, final)
 
 
 def test_estimator_on_codes_with_and_without_a_decoder():
@@ -313,3 +333,53 @@ def test_estep_refuses_an_empty_cluster_instead_of_indexing_past_the_data():
     est = EStep(post, "sample", sigma=2, batch=5, labels=labels)
     idx = torch.stack([torch.cdist(b, Z).argmin(1) for b in est.batch(Z, seeded_generator(0))])
     assert (labels[idx[:, :3]] == torch.arange(3)[:, None]).all()
+
+
+# -- the ε-EM loop's contracts -------------------------------------------------------------
+
+def _unequal_blobs(sizes, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.tensor([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0], [8.0, 8.0]])[:len(sizes)]
+    y = torch.cat([torch.full((n,), k) for k, n in enumerate(sizes)])
+    return centers[y] + 0.7 * torch.randn(len(y), 2, generator=g), y
+
+
+def test_the_e_step_is_redone_every_estep_every_iterations(monkeypatch):
+    """A fresh partition from the classifier at the first iteration and at every multiple of
+    estep_every (20 iterations, every 5: at 1, 5, 10, 15, 20); in between only sigma moves."""
+    import dcl_lib.methods.ganmm as G
+
+    fresh, last = [], {"post": None}
+    orig = G.EStep
+
+    class Spy(orig):
+        def __init__(self, posterior, *a, **k):
+            super().__init__(posterior, *a, **k)
+            if posterior is not last["post"]:
+                fresh.append(posterior)
+            last["post"] = posterior
+
+    monkeypatch.setattr(G, "EStep", Spy)
+    Z, y = _blobs(90)
+    cfg = dataclasses.replace(CFG, iterations=20, estep_every=5, hold_iters=0, min_cluster=0.0)
+    train_ganmm(standardize(Z)[0], cfg, seed=0, init_labels=y, verbose=False)
+    assert len(fresh) == 1 + 5  # the pre-training's one-hot partition, then five E steps
+
+
+def test_starving_means_below_min_cluster_of_n_over_k(monkeypatch):
+    """With 400 points in 4 clusters of 150, 150, 70 and 30, no cluster is starving at
+    min_cluster 0.1 (threshold 0.1 * 400 / 4 = 10 points, not 0.1 * 400 = 40); with 5
+    points a cluster is.  The classifier is replaced by the true partition, so the sizes
+    the E step sees are exactly these."""
+    import dcl_lib.methods.ganmm as G
+
+    cfg = dataclasses.replace(CFG, n_clusters=4, iterations=10, estep_every=5, min_cluster=0.1)
+    for sizes, starving in (((150, 150, 70, 30), []), ((200, 100, 95, 5), [3])):
+        Z, y = _unequal_blobs(sizes)
+        truth = F.one_hot(y, 4).float()
+        orig = G.GANMMNets.posterior
+        monkeypatch.setattr(G.GANMMNets, "posterior",
+                            lambda self, x: truth if len(x) == len(y) else orig(self, x))
+        _, h = train_ganmm(standardize(Z)[0], cfg, seed=0, init_labels=y, verbose=False)
+        monkeypatch.undo()
+        assert sorted({k for _, k, _ in h.series["reseeds"]}) == starving, sizes

@@ -189,3 +189,18 @@ def test_restarts_keep_the_lowest_inertia():
     assert max(each) > min(each) * (1 + 1e-6)  # the restarts differ on this data
     km = KMeans(8, n_init=6, random_state=11).fit(X)
     assert km.inertia_ == pytest.approx(min(each), rel=1e-12)
+
+
+def test_lloyd_improves_on_its_k_means_plus_plus_start():
+    """The method against its own start: Lloyd's iterations lower the inertia of the
+    seeding and raise its ACC on overlapping blobs (measured: inertia 9096 -> 4280, ACC
+    0.774 -> 0.958)."""
+    from dcl_lib.metrics import cluster_acc
+
+    X, y = make_blobs(1000, centers=5, n_features=2, cluster_std=1.5, random_state=3)
+    Xt = torch.tensor(X)
+    C0 = kmeans_plusplus(Xt, 5, torch.Generator().manual_seed(0))
+    start, d0 = assign(Xt, C0)
+    labels, _, inertia, _ = lloyd(Xt, C0)
+    assert inertia < 0.7 * float(d0.sum())
+    assert cluster_acc(y, labels.numpy()) >= cluster_acc(y, start.numpy()) + 0.1

@@ -1,5 +1,13 @@
-"""Refactoring must not move the numbers: tiny runs of every method on real MNIST give
+"""A change detector, not a correctness test: tiny runs of every method on real MNIST give
 the labels the code gave before the library-core rewrite (commit 8f03bee), hashed.
+
+It says that labels moved, not that they are right, and it runs only on the recorded torch
+version and thread count.  What it used to be the only guard of is now also guarded by
+version-independent unit tests (tests/injected_bugs.py lists each bug with the test that
+catches it at one thread): DEPICT's pathways, reconstruction weights, detached targets and
+softmax axis (test_depict), k-means++'s greedy trials and the best restart (test_kmeans),
+the denoising target (test_autoencoder), minibatch shuffling and DCGAN's initialisation
+(test_train).
 
 The hashes were produced by running ``TINY`` below with that commit's code and with
 today's, on this project's CPU machine (torch 2.14.1, 2 threads): both agreed.  Float

@@ -125,3 +125,61 @@ def test_largest_confusions_against_a_masked_argsort():
     assert all(j != r for _, j, r in largest_confusions(M, 25))
     with pytest.raises(ValueError):
         largest_confusions(M[0], 2)
+
+
+# -- edge cases and contracts the mutation run found untested --------------------------------
+
+def test_float_and_tensor_labels_are_read_as_integers():
+    import torch
+
+    y, c = np.array([0, 0, 1, 1, 2, 2]), np.array([1, 1, 0, 0, 2, 0])
+    ref = evaluate(y, c)
+    assert evaluate(y.astype(float), c.astype(float)) == ref
+    t = torch.tensor(c, dtype=torch.float32, requires_grad=True)  # needs .detach()
+    assert evaluate(torch.tensor(y), t) == ref
+    with pytest.raises(ValueError, match="non-integer"):
+        evaluate(y, c + 0.5)
+    with pytest.raises(ValueError, match="^y_pred must hold integer labels"):
+        evaluate(y, np.array(["a"] * 6))
+
+
+@pytest.mark.parametrize("average", ["arithmetic", "geometric", "min", "max"])
+def test_nmi_edge_cases_against_sklearn(average):
+    """Trivial labelings, singleton clusters, small entropies (norm below 1 nat)."""
+    cases = [
+        ([0, 0, 0, 0], [1, 1, 1, 1]),          # both trivial: identical partitions
+        ([0, 0, 1, 1], [0, 0, 0, 0]),          # one trivial
+        ([0, 0, 0, 1], [0, 1, 2, 3]),          # singletons
+        ([0, 0, 1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1, 1, 0]),  # entropies below 1 nat
+    ]
+    for y, c in cases:
+        got = nmi(y, c, average)
+        ref = skm.normalized_mutual_info_score(y, c, average_method=average)
+        assert got == pytest.approx(ref, abs=1e-12), (y, c)
+    a = np.random.default_rng(0).integers(0, 5, 200)
+    assert nmi(a, a, average) == 1.0  # exactly, not a rounding above it
+
+
+def test_ari_and_rand_index_on_one_sample_and_trivial_partitions():
+    assert ari([0], [3]) == skm.adjusted_rand_score([0], [3]) == 1.0
+    assert rand_index([0], [3]) == 1.0
+    assert ari([0, 0, 0], [1, 1, 1]) == skm.adjusted_rand_score([0, 0, 0], [1, 1, 1])
+    for y, c in (([0, 1], [0, 0]), ([0, 1], [0, 1]), ([0, 0], [0, 1]), ([0, 1, 1], [0, 0, 1])):
+        assert ari(y, c) == pytest.approx(skm.adjusted_rand_score(y, c), abs=1e-12), (y, c)
+        assert rand_index(y, c) == pytest.approx(skm.rand_score(y, c), abs=1e-12), (y, c)
+    assert ari([0, 1, 2], [0, 1, 2]) == pytest.approx(skm.adjusted_rand_score([0, 1, 2], [0, 1, 2]))
+
+
+def test_evaluate_passes_the_nmi_average_on():
+    y, c = [0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 2, 2]
+    assert evaluate(y, c, "geometric")["nmi"] == nmi(y, c, "geometric") != nmi(y, c)
+
+
+def test_contingency_counts_are_integers_and_largest_confusions_of_none():
+    from dcl_lib.metrics import contingency, largest_confusions
+
+    n, clusters, classes = contingency([0, 1, 1], [5, 5, 7])
+    assert n.dtype == np.int64 and n.tolist() == [[1, 1], [0, 1]]
+    assert largest_confusions(np.eye(3), 0) == []
+    with pytest.raises(ValueError, match="n >= 0"):
+        largest_confusions(np.eye(3), -1)

@@ -522,3 +522,15 @@ def test_negative_pairs_never_pair_a_row_with_itself():
         z = torch.arange(B, dtype=torch.float32)[:, None]
         for _ in range(200):
             assert (_shuffled(z, g) != z).all()
+
+
+def test_joint_mi_defaults_are_the_plain_mutual_information():
+    """eps = 1e-8 and entropy weight 1: I(P) = sum P log(P / (P_c P_c'))."""
+    from dcl_lib.methods.vcami import joint_mi
+
+    P = torch.tensor([[0.3, 0.05], [0.05, 0.6]], dtype=torch.float64)
+    Pc, Pc_ = P.sum(1, keepdim=True), P.sum(0, keepdim=True)
+    ref = (P * (P / (Pc * Pc_)).log()).sum()
+    assert float(joint_mi(P)) == pytest.approx(float(ref), rel=1e-12)
+    Z = torch.tensor([[0.5, 0.0], [0.0, 0.5]], dtype=torch.float64)  # zeros: clamped at 1e-8
+    assert float(joint_mi(Z)) == pytest.approx(math.log(2), abs=1e-6)
