@@ -22,8 +22,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import torch
+
 from dcl_lib._io import write_json
 from dcl_lib.runner import git_commit
+from dcl_lib.train import device_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ["dcl_lib.gan.*", "dcl_lib.em.*", "dcl_lib.metrics.*"]
@@ -113,7 +116,8 @@ def main(report_only: bool = False) -> int:
     for mod, m in sorted(modules.items()):
         print(f"{mod:28s} {m['killed']:4d} / {m['total']:4d} killed ({m['killed'] / m['total']:.1%})")
     write_json(ROOT / "results" / "benchmarks" / "mutation_score.json",
-               {"git_commit": git_commit(), "tool": "mutmut", "modules": modules,
+               {"git_commit": git_commit(), "device": device_name(torch.device("cpu")),
+                "tool": "mutmut", "modules": modules,
                 "functions": {k: dict(v) for k, v in sorted(per_function.items())},
                 "survivors": survivors})
     for name in unexplained:

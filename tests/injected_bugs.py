@@ -246,10 +246,14 @@ def main(argv: list[str]) -> int:
     print(f"{caught} of {len(out)} injected bugs caught")
     if not argv:
         from dcl_lib._io import write_json
+        import torch
+
         from dcl_lib.runner import git_commit
+        from dcl_lib.train import device_name
 
         write_json(ROOT / "results" / "benchmarks" / "injected_bugs.json",
-                   {"git_commit": git_commit(), "threads": 1, "caught": caught,
+                   {"git_commit": git_commit(), "device": device_name(torch.device("cpu")),
+                    "threads": 1, "caught": caught,
                     "total": len(out), "bugs": out})
     return 0 if caught == len(out) else 1
 
