@@ -41,11 +41,12 @@ LOSSES = [f"dcl_lib.methods.{m}.x_{f}__mutmut_*" for m, fs in {
 _DEVICE = ("device placement: with one device (a CPU) .to(None), device=None and the "
            "generator's device are the same place; the campaign's dry run on the GPU machine "
            "exercises it")
-# (pattern on the mutant's diff, reason): the first that matches explains a survivor
+# (pattern on the mutant's added lines, reason): the first that matches explains a survivor
 REASONS = [
     (r"device=None|\.to\(None\)|gdev = None|device=gdev\)|device=g\.device\)|"
      r"device=generator\.device\)|device=z\.device\)|generator is not None\) (and False|or True)"
-     r"|generator is None else|device is not None\) (and False|or True)|device is None else",
+     r"|generator is None else|device is not None\) (and False|or True)|device is None else"
+     r"|torch\.(randn|rand|randint|zeros|arange)\(.*, \)",  # the device argument dropped
      _DEVICE),
     (r"replacement=False, generator|multinomial\(w\.cpu\(\), m, generator",
      "equivalent: replacement=False is torch.multinomial's default"),
@@ -78,6 +79,8 @@ REASONS = [
      r"|log_softmax\(log_n, (None)?\)", "equivalent: a constant per row cancels in the "
                                         "log-softmax, which takes the last axis of a 2-D input"),
     (r"clean\[:4\]", "equivalent: zip stops at the three reconstructions"),
+    (r"\) - offset\) % B\]", "equivalent: a cyclic shift by -offset, offset in 1..B-1, is "
+                              "also one that moves every row"),
     (r"l >= 0\)", "equivalent: the input layer's target is the data, which has no gradient"),
 ]
 
@@ -104,7 +107,8 @@ def main(report_only: bool = False) -> int:
         if status != "killed":
             diff = "\n".join(l for l in _mutmut("show", name).splitlines()
                              if re.match(r"^[-+][^-+]", l))
-            reason = next((r for pat, r in REASONS if re.search(pat, diff, re.M)), None)
+            added = "\n".join(l for l in diff.splitlines() if l.startswith("+"))
+            reason = next((r for pat, r in REASONS if re.search(pat, added, re.M)), None)
             survivors.append({"mutant": name, "status": status, "diff": diff, "reason": reason})
             if reason is None:
                 unexplained.append(name)
