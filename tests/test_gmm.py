@@ -223,10 +223,17 @@ def test_same_seed_same_labels_and_n_init():
 def test_chunking_does_not_change_results(monkeypatch):
     X = _mixture(11, n=1000, d=3, K=3)
     ref = GaussianMixture(3, random_state=0).fit(X)
-    monkeypatch.setattr(gmm_mod, "_chunk_size", lambda K, d, budget=0: 37)
+    monkeypatch.setattr(gmm_mod, "_chunk_size", lambda K, d, device=None, budget=0: 37)
     small = GaussianMixture(3, random_state=0).fit(X)
     assert small.lower_bound_ == pytest.approx(ref.lower_bound_, rel=1e-12)
     assert np.array_equal(small.labels_, ref.labels_)
+
+
+def test_chunks_are_larger_on_a_gpu():
+    assert gmm_mod._chunk_size(10, 50, "cpu") == 524  # 2^18 / 500
+    assert gmm_mod._chunk_size(10, 50, "cuda") == (1 << 27) // 500
+    assert gmm_mod._chunk_size(10, 50) == gmm_mod._chunk_size(10, 50, torch.device("cpu"))
+    assert gmm_mod._chunk_size(10, 50, budget=1000) == 256  # never below 256 rows
 
 
 def test_convergence_warning():

@@ -61,13 +61,21 @@ INIT_PARAMS = ("kmeans", "k-means++", "random_from_data", "random")
 
 
 
-def _chunk_size(n_components: int, n_features: int, budget: int = 1 << 18) -> int:
-    """Rows per chunk so that a (K, B, d) temporary holds about ``budget`` values.
+# Values of one (K, B, d) temporary per chunk of B rows.  On a CPU, 2^18 float64 values
+# (2 MiB) stay in cache: the E- and M-steps ran about twice as fast as with 2^23 on 2 cores
+# (N=100k, d=50, K=10, benchmarks/gmm_vs_sklearn.py).  On a GPU every chunk costs a
+# handful of kernel launches and the cache argument does not hold: 2^27 values (1 GiB in
+# float64) make N = 10^6, d = 50, K = 10 four chunks instead of 1,908.
+CHUNK_VALUES = {"cpu": 1 << 18, "cuda": 1 << 27}
 
-    2^18 float64 values (2 MiB) stay in cache; on 2 CPU cores this made the
-    E- and M-steps about twice as fast as 2^23 (measured at N=100k, d=50, K=10 with
-    benchmarks/gmm_vs_sklearn.py).
-    """
+
+def _chunk_size(n_components: int, n_features: int, device: torch.device | str | None = None,
+                budget: int | None = None) -> int:
+    """Rows per chunk so that a (K, B, d) temporary holds about ``budget`` values
+    (default: :data:`CHUNK_VALUES` for the device's type)."""
+    if budget is None:
+        budget = CHUNK_VALUES.get(torch.device(device).type if device is not None else "cpu",
+                                  CHUNK_VALUES["cpu"])
     return max(256, budget // max(1, n_components * n_features))
 
 
@@ -85,7 +93,7 @@ def log_gaussian_full(X: torch.Tensor, mu: torch.Tensor, chol: torch.Tensor) -> 
     """
     K, d = mu.shape
     log_det = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)  # (K,)
-    step = _chunk_size(K, d)
+    step = _chunk_size(K, d, X.device)
     out = []
     for s in range(0, X.shape[0], step):
         diff = (X[s:s + step][None] - mu[:, None]).transpose(1, 2)  # (K, d, B)
@@ -100,7 +108,7 @@ def log_gaussian_diag(X: torch.Tensor, mu: torch.Tensor, var: torch.Tensor) -> t
     d = mu.shape[1]
     prec = 1.0 / var  # (K, d): the inverse of a diagonal is exact and cheap
     const = d * _LOG_2PI + torch.log(var).sum(1) + (mu * mu * prec).sum(1)  # (K,)
-    step = _chunk_size(1, d)
+    step = _chunk_size(1, d, X.device)
     out = []
     for s in range(0, X.shape[0], step):
         x = X[s:s + step]
@@ -118,7 +126,7 @@ def log_gaussian_tied(X: torch.Tensor, mu: torch.Tensor, chol: torch.Tensor) -> 
     K, d = mu.shape
     log_det = 2.0 * torch.log(torch.diagonal(chol)).sum()
     mu_w = torch.linalg.solve_triangular(chol, mu.T, upper=False)  # (d, K)
-    step = _chunk_size(K, d)
+    step = _chunk_size(K, d, X.device)
     out = []
     for s in range(0, X.shape[0], step):
         x_w = torch.linalg.solve_triangular(chol, X[s:s + step].T, upper=False)  # (d, B)
@@ -132,7 +140,7 @@ def log_gaussian_spherical(X: torch.Tensor, mu: torch.Tensor, var: torch.Tensor)
     d = mu.shape[1]
     prec = 1.0 / var  # (K,)
     const = d * (_LOG_2PI + torch.log(var)) + (mu * mu).sum(1) * prec  # (K,)
-    step = _chunk_size(1, d)
+    step = _chunk_size(1, d, X.device)
     out = []
     for s in range(0, X.shape[0], step):
         x = X[s:s + step]
@@ -196,7 +204,7 @@ def m_step(X: torch.Tensor, gamma: torch.Tensor, covariance_type: str = "full",
         return pi, mu, S
     K = mu.shape[0]
     S = torch.zeros(K, d, d, dtype=X.dtype, device=X.device)
-    step = _chunk_size(K, d)
+    step = _chunk_size(K, d, X.device)
     for s in range(0, N, step):
         diff = X[s:s + step][None] - mu[:, None]  # (K, B, d)
         w = gamma[s:s + step].T[:, :, None] * diff  # (K, B, d)
