@@ -41,15 +41,17 @@ def mlp(sizes: Sequence[int], act: Callable[[], nn.Module] = nn.ReLU,
 class MLPAutoencoder(nn.Module):
     """x -> z -> x_hat with mirrored dense stacks (DEC's d-500-500-2000-10 by default).
 
-    The code z is linear (no activation), the reconstruction is a sigmoid,
-    matching inputs scaled to [0, 1].
+    The code z is linear (no activation); the reconstruction is a sigmoid, matching
+    inputs scaled to [0, 1], or linear (``sigmoid_output=False``, for a squared error).
     """
 
-    def __init__(self, in_dim: int, hidden: Sequence[int] = (500, 500, 2000), latent_dim: int = 10):
+    def __init__(self, in_dim: int, hidden: Sequence[int] = (500, 500, 2000), latent_dim: int = 10,
+                 sigmoid_output: bool = True):
         super().__init__()
         self.in_dim, self.hidden, self.latent_dim = in_dim, tuple(hidden), latent_dim
         self.encoder = mlp([in_dim, *hidden, latent_dim])
-        self.decoder = mlp([latent_dim, *reversed(hidden), in_dim], last_act=nn.Sigmoid())
+        self.decoder = mlp([latent_dim, *reversed(hidden), in_dim],
+                           last_act=nn.Sigmoid() if sigmoid_output else None)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x.flatten(1))  # (B, latent_dim)

@@ -134,3 +134,44 @@ def test_the_denoising_step_reconstructs_the_clean_input():
     ref.backward()
     for (n, pa), pb in zip(a.named_parameters(), b.parameters()):
         assert torch.allclose(pa, pb.detach() - pb.grad, atol=1e-6), n  # one SGD step, lr 1
+
+
+def test_the_recipe_options_build_and_train_what_they_say():
+    """loss='mse' has a linear output and minimises the squared error; init='dec' draws
+    every weight within sqrt(1/fan_in) with zero biases; optimizer='sgd' uses momentum."""
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    from dcl_lib.methods.autoencoder import build_autoencoder, update_autoencoder
+
+    cfg = AutoencoderConfig(hidden=(16,), latent_dim=3, loss="mse", optimizer="sgd", init="dec",
+                            lr=0.5, epochs=3, batch_size=32)
+    torch.manual_seed(0)
+    ae = build_autoencoder(64, cfg)
+    assert not isinstance(ae.decoder[-1], torch.nn.Sigmoid)
+    for m in ae.modules():
+        if isinstance(m, torch.nn.Linear):
+            assert float(m.weight.abs().max()) <= (1 / m.in_features) ** 0.5
+            assert float(m.bias.abs().max()) == 0.0
+    x = torch.rand(32, 64, generator=torch.Generator().manual_seed(1))
+    ref = F.mse_loss(ae(x)[1], x)
+    assert float(update_autoencoder(ae, torch.optim.SGD(ae.parameters(), lr=0.0), x, 0.0, "mse")) \
+        == pytest.approx(float(ref), rel=1e-6)
+    X = load_dataset("digits").flat()[:400]
+    m, h = train_autoencoder(X, cfg, seed=0, verbose=False)
+    assert h["loss/recon"][-1] < h["loss/recon"][0]
+    for field, value in (("loss", "l1"), ("optimizer", "rmsprop"), ("init", "he")):
+        with pytest.raises(ValueError, match=f"{field} must be"):
+            train_autoencoder(X, dataclasses.replace(cfg, **{field: value}), verbose=False)
+
+
+def test_ae_kmeans_runner_reloads_to_its_labels(tmp_path, monkeypatch):
+    monkeypatch.setenv("DCL_MODEL_CACHE", str(tmp_path / "models"))
+    rec = run("ae-kmeans", "digits", "quick", seed=0, out_dir=tmp_path,
+              overrides={"hidden": (32,), "epochs": 3, "kmeans_n_init": 2})
+    from dcl_lib.results import reevaluate
+
+    got, labels = reevaluate(tmp_path / "ae-kmeans" / "digits-all-quick-seed0.json")
+    assert got["acc"] == pytest.approx(rec["metrics"]["acc"], abs=5e-4)
+    assert rec["metrics"]["acc"] > 0.3  # digits' 10 classes: chance is 0.1

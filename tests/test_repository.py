@@ -138,3 +138,10 @@ def test_save_labels_refuses_another_partition(tmp_path):
     assert np.array_equal(run_labels(path), labels)
     with pytest.raises(ValueError, match="not those of"):
         save_labels(path, labels[::-1])
+
+
+def test_the_readme_stays_short_and_keeps_the_campaign_out():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.split()) <= 1500
+    for word in ("campaign --prepare", "--parallel", "--only", "window"):
+        assert word not in text, word

@@ -182,7 +182,8 @@ def test_config_drift_is_explained_not_ignored():
     rec = json.loads(next(p for p in METHOD_JSONS if p.parent.name == "kmeans").read_text())
     assert config_drift({**rec, "config": {**rec["config"], "bogus": 1}})
     assert config_drift({**rec, "config": {k: v for k, v in rec["config"].items() if k != "n_init"}})
-    assert set(RETIRED_FIELDS) | set(ADDED_FIELDS) <= {"clustergan", "gmm-ae", "ganmm", "depict", "vcami"}
+    assert set(RETIRED_FIELDS) | set(ADDED_FIELDS) <= {"clustergan", "gmm-ae", "ganmm", "depict",
+                                                       "vcami", "dcan"}
 
 
 def test_tables_show_missing_methods_and_seeds():

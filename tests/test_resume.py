@@ -27,6 +27,8 @@ DCAN_TINY = {"hidden": (32,), "epochs": 2, "finetune_epochs": 4, "finetune_batch
              "gmm_n_init": 1, "refresh_steps": 3}
 # the shared autoencoder's own loop (gmm-ae trains it through the runner's state)
 GMM_AE_TINY = {"hidden": (32,), "epochs": 4, "n_init": 1}
+DEC_TINY = {"hidden": (32,), "epochs": 2, "max_steps": 60, "update_interval": 10,
+            "kmeans_n_init": 2, "dec_batch": 128}
 VCAMI_TINY = {"epochs": 4, "channels": (4, 8), "hidden": 16, "latent_dim": 4, "critic_hidden": 8,
               "head_hidden": 8, "gmm_start": 1, "batch_size": 128}
 
@@ -36,13 +38,16 @@ VCAMI_TINY = {"epochs": 4, "channels": (4, 8), "hidden": 16, "latent_dim": 4, "c
                                                ("ganmm", GANMM_TINY),
                                                ("dcan", DCAN_TINY),
                                                ("gmm-ae", GMM_AE_TINY),
-                                               ("vcami", VCAMI_TINY)])
-def test_budget_stops_at_every_safe_point_and_resumes_exactly(tmp_path, method, overrides):
+                                               ("vcami", VCAMI_TINY),
+                                               ("dec", DEC_TINY)])
+def test_budget_stops_at_every_safe_point_and_resumes_exactly(tmp_path, method, overrides,
+                                                               monkeypatch):
     """budget 0: every call trains to the next safe point (an epoch of any DEPICT phase,
     50 ClusterGAN steps, 50 GANMM iterations or an evaluation, a DCAN, VCAMI or autoencoder
     epoch), saves and stops; resuming call after call ends where an uninterrupted run
     ends, across every phase boundary.  A generator left out of the saved state (the
     minibatch order, the augmentations) changes the resumed run's labels."""
+    monkeypatch.setenv("DCL_MODEL_CACHE", str(tmp_path / "models"))  # not the user's cache
     kw = dict(method=method, dataset="digits", profile="quick", seed=3, overrides=overrides,
               verbose=False)
     ref = run(out_dir=tmp_path / "ref", **kw)

@@ -16,12 +16,14 @@ __all__ = ["REGISTRY", "get_spec", "method_names", "GaussianMixture", "KMeans"]
 # name on the command line -> "module:attribute" of its MethodSpec
 REGISTRY: dict[str, str] = {
     "kmeans": "kmeans:SPEC",
+    "ae-kmeans": "autoencoder:SPEC",
     "gmm": "gmm:SPEC_GMM",
     "gmm-ae": "gmm:SPEC_GMM_AE",
     "depict": "depict:SPEC",
     "clustergan": "clustergan:SPEC",
     "ganmm": "ganmm:SPEC",
     "dcan": "dcan:SPEC",
+    "dec": "dec:SPEC",
     "vcami": "vcami:SPEC",
 }
 

@@ -17,11 +17,13 @@ import torch.nn.functional as F
 from .._io import atomic_path, user_cache
 from ..config import MethodConfig, retrain_requested
 from ..nets import MLPAutoencoder
+from .base import FitResult, MethodSpec, RunContext
 from ..train import (History, LossWindow, TrainState, batched, make_adam, minibatches, progress,
                      seeded_generator)
 
-__all__ = ["AutoencoderConfig", "update_autoencoder", "train_autoencoder", "cached_autoencoder",
-           "model_cache_dir", "encode", "codes_from_checkpoint", "export_encoder"]
+__all__ = ["AutoencoderConfig", "build_autoencoder", "update_autoencoder", "train_autoencoder",
+           "cached_autoencoder", "model_cache_dir", "encode", "codes_from_checkpoint",
+           "export_encoder", "AEKMeansConfig", "SPEC"]
 
 
 @dataclass(frozen=True)
@@ -34,9 +36,24 @@ class AutoencoderConfig(MethodConfig):
     weight_decay: float = 0.0
     input_dropout: float = 0.2                  # masking noise, as DEC's denoising pretraining
                                                 # (without it: --set input_dropout=0)
+    loss: str = "bce"                           # "bce" (sigmoid output) or "mse" (linear
+                                                # output, DEC-keras)
+    optimizer: str = "adam"                     # "adam" or "sgd" (with momentum, DEC-keras)
+    momentum: float = 0.9                       # sgd only (DEC-keras: 0.9)
+    init: str = "torch"                         # "torch" (PyTorch's default) or "dec":
+                                                # U(-sqrt(1/fan_in), +), zero biases (DEC-keras'
+                                                # VarianceScaling(1/3, fan_in, uniform))
 
     # quick: a narrower stack and fewer epochs, well under a minute on 2 CPU cores
     profiles = {"quick": {"hidden": (256, 256, 512), "epochs": 50}, "full": {}}
+
+    def validate(self) -> None:
+        if self.loss not in ("bce", "mse"):
+            raise ValueError(f"loss must be 'bce' or 'mse', got {self.loss!r}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.init not in ("torch", "dec"):
+            raise ValueError(f"init must be 'torch' or 'dec', got {self.init!r}")
 
     def autoencoder(self) -> "AutoencoderConfig":
         """The autoencoder's own fields, from this config or a method config that extends
@@ -45,18 +62,34 @@ class AutoencoderConfig(MethodConfig):
 
 
 def update_autoencoder(model: MLPAutoencoder, opt: torch.optim.Optimizer, x: torch.Tensor,
-                       input_dropout: float = 0.0) -> torch.Tensor:
+                       input_dropout: float = 0.0, loss: str = "bce") -> torch.Tensor:
     """One step on a minibatch x (B, D) in [0, 1]; returns the detached loss.
 
-    minimise BCE(x, decoder(encoder(x~))), x~ = x with a fraction ``input_dropout`` of
-    its entries zeroed (denoising; the survivors are not rescaled)."""
+    minimise BCE(x, decoder(encoder(x~))) (``loss="bce"``, a sigmoid output) or the mean
+    squared error (``"mse"``, a linear output), x~ = x with a fraction ``input_dropout``
+    of its entries zeroed (denoising; the survivors are not rescaled)."""
     x_in = F.dropout(x, input_dropout) * (1 - input_dropout) if input_dropout else x
     _, x_hat = model(x_in)
-    loss = F.binary_cross_entropy(x_hat, x)
+    loss = F.binary_cross_entropy(x_hat, x) if loss == "bce" else F.mse_loss(x_hat, x)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     return loss.detach()
+
+
+def build_autoencoder(in_dim: int, cfg: AutoencoderConfig) -> MLPAutoencoder:
+    """The network of ``cfg``: a sigmoid output for ``loss="bce"``, a linear one for "mse";
+    ``init="dec"`` draws every weight from U(-sqrt(1/fan_in), sqrt(1/fan_in)) with zero
+    biases (DEC-keras' initialisation) instead of PyTorch's default."""
+    model = MLPAutoencoder(in_dim, cfg.hidden, cfg.latent_dim,
+                           sigmoid_output=cfg.loss == "bce")
+    if cfg.init == "dec":
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                bound = (1.0 / m.in_features) ** 0.5
+                torch.nn.init.uniform_(m.weight, -bound, bound)
+                torch.nn.init.zeros_(m.bias)
+    return model
 
 
 def train_autoencoder(X: torch.Tensor, cfg: AutoencoderConfig, seed: int = 0,
@@ -73,8 +106,13 @@ def train_autoencoder(X: torch.Tensor, cfg: AutoencoderConfig, seed: int = 0,
     g = seeded_generator(seed, device)
     torch.manual_seed(seed)
     X = X.reshape(len(X), -1).to(device, torch.float32)
-    model = MLPAutoencoder(X.shape[1], cfg.hidden, cfg.latent_dim).to(device, torch.float32)
-    opt = make_adam(model.parameters(), cfg.lr, device, weight_decay=cfg.weight_decay)
+    cfg.validate()
+    model = build_autoencoder(X.shape[1], cfg).to(device, torch.float32)
+    if cfg.optimizer == "adam":
+        opt = make_adam(model.parameters(), cfg.lr, device, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                              weight_decay=cfg.weight_decay)
     hist = History()
     state.attach({"autoencoder": model}, {"adam": opt}, {"batches": g}, hist)
     start = state.restore().get("epoch", 0)
@@ -83,7 +121,7 @@ def train_autoencoder(X: torch.Tensor, cfg: AutoencoderConfig, seed: int = 0,
     for epoch in progress(range(start + 1, cfg.epochs + 1), desc="autoencoder", verbose=verbose):
         for b in minibatches(len(X), cfg.batch_size, g):
             window.add(epoch, weight=len(b),
-                       recon=update_autoencoder(model, opt, X[b], cfg.input_dropout))
+                       recon=update_autoencoder(model, opt, X[b], cfg.input_dropout, cfg.loss))
         hist.log(epoch, losses=window.means(epoch, hint="lower lr or check that inputs are in [0, 1]"))
         if state.checkpoint(epoch, final=epoch == cfg.epochs, epoch=epoch):
             break
@@ -117,8 +155,8 @@ def _cache_key(X: torch.Tensor, cfg: AutoencoderConfig, seed: int, device: torch
 
 
 def cached_autoencoder(X: torch.Tensor, cfg: AutoencoderConfig, seed: int = 0,
-                       device: torch.device | str = "cpu", verbose: bool = True
-                       ) -> tuple[MLPAutoencoder, History]:
+                       device: torch.device | str = "cpu", verbose: bool = True,
+                       state: TrainState | None = None) -> tuple[MLPAutoencoder, History]:
     """:func:`train_autoencoder`, remembered on disk: the chapters that start from the same
     autoencoder (01, 02 and 03: same config, images and seed) train it once.
 
@@ -129,13 +167,15 @@ def cached_autoencoder(X: torch.Tensor, cfg: AutoencoderConfig, seed: int = 0,
     torch's global random generator afterwards (training draws its dropout masks from it).
     ``history.scalars["cached_from"]`` names the file on a hit (``None`` when trained).
     ``DCL_RETRAIN=1`` trains live and does not read the cache; a file that does not load
-    is trained again and replaced."""
+    is trained again and replaced.  ``state`` makes a miss's training resumable
+    (:class:`~dcl_lib.train.TrainState`); a training its time budget stops is returned
+    as it is and not cached."""
     device = torch.device(device)
     path = model_cache_dir() / f"autoencoder-{_cache_key(X, cfg, seed, device)}.pt"
     if not retrain_requested() and path.exists():
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
-            model = MLPAutoencoder(X.reshape(len(X), -1).shape[1], cfg.hidden, cfg.latent_dim)
+            model = build_autoencoder(X.reshape(len(X), -1).shape[1], cfg)
             model.load_state_dict(saved["model"])
             hist = History()
             hist.load(saved["history"])
@@ -152,7 +192,10 @@ def cached_autoencoder(X: torch.Tensor, cfg: AutoencoderConfig, seed: int = 0,
                 print(f"autoencoder: trained earlier with the same settings, loaded from {path} "
                       "(DCL_RETRAIN=1 trains it again)")
             return model.to(device, torch.float32).eval(), hist
-    model, hist = train_autoencoder(X, cfg, seed, device, verbose=verbose)
+    model, hist = train_autoencoder(X, cfg, seed, device, state=state, verbose=verbose)
+    if hist.scalars.get("stopped_at") is not None or (state is not None and state.stopped_at is not None):
+        hist.scalars["cached_from"] = None
+        return model, hist  # cut by the time budget: not the network of the config
     rng = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(device)
@@ -188,3 +231,44 @@ def codes_from_checkpoint(encoder_state: dict, X: torch.Tensor, cfg: Autoencoder
     ae = MLPAutoencoder(X.shape[1], cfg.hidden, cfg.latent_dim)
     load_compact_state(ae.encoder, encoder_state)
     return encode(ae.to(device), X)
+
+
+# ---------------------------------------------------------------------------
+# Runner entry: the shared autoencoder, measured by k-means on its codes
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AEKMeansConfig(AutoencoderConfig):
+    """Every field of the shared autoencoder, then the k-means on its codes."""
+
+    n_clusters: int = 10
+    kmeans_n_init: int = 10
+
+
+def _fit_ae_kmeans(data, cfg: AEKMeansConfig, ctx: RunContext) -> FitResult:
+    """Train (or take from the cache) the shared autoencoder of this seed, resumably, and
+    cluster its codes with k-means: the embedding every chapter that clusters codes starts
+    from, and its quality."""
+    from .kmeans import KMeans
+
+    X = data.flat()
+    model, hist = cached_autoencoder(X, cfg.autoencoder(), ctx.seed, ctx.device, ctx.verbose,
+                                     state=ctx.state)
+    Z = encode(model, X).double()
+    km = KMeans(cfg.n_clusters, n_init=cfg.kmeans_n_init, random_state=ctx.seed,
+                device=ctx.device).fit(Z)
+    state = {"encoder": export_encoder(model),
+             "centres": torch.as_tensor(km.cluster_centers_, dtype=torch.float32)}
+    return FitResult(km.labels_, state, hist, {"inertia": km.inertia_})
+
+
+def _reload_ae_kmeans(ck, data, cfg: AEKMeansConfig, device):
+    """Codes from the saved encoder, then the nearest saved centre (in float64)."""
+    from .kmeans import assign
+
+    Z = codes_from_checkpoint(ck["encoder"], data.flat(), cfg, device).double()
+    return assign(Z, ck["centres"].to(Z.device, torch.float64))[0].cpu().numpy()
+
+
+SPEC = MethodSpec(AEKMeansConfig, _fit_ae_kmeans, "the shared dense autoencoder, k-means on its codes",
+                  target_acc=0.86, reload=_reload_ae_kmeans)
