@@ -27,7 +27,7 @@ import torch
 from sklearn.mixture import GaussianMixture as SKGaussianMixture
 
 from dcl_lib._io import write_json
-from dcl_lib.methods.gmm import GaussianMixture
+from dcl_lib.methods.gmm import GaussianMixture, _chunk_size
 from dcl_lib.runner import git_commit
 from dcl_lib.train import device_name, get_device
 
@@ -44,6 +44,30 @@ def synthetic(n: int, d: int, k: int, seed: int = 0) -> np.ndarray:
     return X
 
 
+def profile_one_iteration(X, w0, m0, C0, ct: str, dev: torch.device, top: int = 12) -> dict:
+    """One EM iteration under torch.profiler: the operators with the most self time on the
+    device (CUDA kernels on a GPU, CPU time on a CPU), with their calls and share."""
+    from torch.profiler import ProfilerActivity, profile
+
+    Xt = torch.as_tensor(X, device=dev)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    gm = GaussianMixture(len(w0), weights_init=w0, means_init=m0, covariances_init=C0,
+                         device=dev, tol=0.0, max_iter=1, covariance_type=ct)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with profile(activities=acts) as prof:
+            gm.fit(Xt)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+    attr = "self_device_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
+    total = sum(getattr(e, attr) for e in events)
+    events.sort(key=lambda e: getattr(e, attr), reverse=True)
+    return {"clock": attr, "total_ms": total / 1e3,
+            "top": [{"op": e.key, "calls": e.count, "ms": getattr(e, attr) / 1e3,
+                     "share": getattr(e, attr) / total} for e in events[:top]]}
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=100_000)
@@ -55,6 +79,9 @@ def main(argv=None) -> dict:
     p.add_argument("--skip-sklearn", action="store_true", help="only time dcl_lib")
     p.add_argument("--out", default="results/benchmarks")
     p.add_argument("--name", default=None, help="file name stem (default gmm_em_<device>_n<N>)")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile one more iteration (torch.profiler): the operators that "
+                        "take the time, by self time on the device")
     a = p.parse_args(argv)
     dev = get_device(a.device)
 
@@ -71,7 +98,10 @@ def main(argv=None) -> dict:
     record = {"n": a.n, "d": a.d, "k": a.k, "iters": a.iters, "covariance_type": ct,
               "device": device_name(dev), "cpu": f"{platform.processor() or platform.machine()}, "
               f"{torch.get_num_threads()} threads", "torch": torch.__version__,
-              "git_commit": git_commit()}
+              "git_commit": git_commit(),
+              # rows per chunk of the E and M steps (dcl_lib.methods.gmm.CHUNK_VALUES): a
+              # result measured with other chunks is outstanding for the campaign again
+              "chunk_rows": _chunk_size(a.k, a.d, dev)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tol=0 never "converges"
         # warm-up (CUDA context, kernels) on a slice, then the timed run
@@ -95,6 +125,8 @@ def main(argv=None) -> dict:
             record["sklearn_lower_bound"] = sk.lower_bound_
             record["time_ratio_ours_over_sklearn"] = record["ours_s_per_iter"] / record["sklearn_s_per_iter"]
             record["lower_bound_rel_diff"] = abs(ours.lower_bound_ - sk.lower_bound_) / abs(sk.lower_bound_)
+    if a.profile:
+        record["profile"] = profile_one_iteration(X, w0, m0, C0, ct, dev)
     for key, val in record.items():
         print(f"{key:30s} {val}")
     name = a.name or f"gmm_em_{dev.type}_n{a.n}" + ("" if ct == "full" else f"_{ct}")

@@ -279,3 +279,16 @@ def test_the_commit_named_by_the_launcher_wins_over_git_metadata(monkeypatch):
     assert git_commit() == "a" * 40
     monkeypatch.delenv("DCL_GIT_COMMIT")
     assert git_commit() != "a" * 40
+
+
+def test_the_em_benchmark_is_outstanding_until_measured_with_today_s_chunks(tmp_path):
+    from dcl_lib.campaign import _bench_chunk_rows
+
+    (tmp_path / "benchmarks").mkdir()
+    path = tmp_path / "benchmarks" / "gmm_em_cuda_n1000000.json"
+    names = lambda: [j.name for j in outstanding(tmp_path) if j.kind == "bench"]  # noqa: E731
+    assert "gmm-em-n1000000" in names()  # no result yet
+    path.write_text(json.dumps({"chunk_rows": 524}))  # measured with the old, CPU-sized chunks
+    assert "gmm-em-n1000000" in names()
+    path.write_text(json.dumps({"chunk_rows": _bench_chunk_rows()}))
+    assert "gmm-em-n1000000" not in names()

@@ -10,6 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -94,11 +95,15 @@ def build_autoencoder(in_dim: int, cfg: AutoencoderConfig) -> MLPAutoencoder:
 
 def train_autoencoder(X: torch.Tensor, cfg: AutoencoderConfig, seed: int = 0,
                       device: torch.device | str = "cpu", state: TrainState | None = None,
-                      verbose: bool = True) -> tuple[MLPAutoencoder, History]:
+                      verbose: bool = True, on_epoch: Callable[[int, MLPAutoencoder], None] | None = None
+                      ) -> tuple[MLPAutoencoder, History]:
     """Train an :class:`MLPAutoencoder` on the rows of ``X`` (N, D) in [0, 1].
 
     Data stay resident on ``device``; minibatches are a seeded permutation per epoch.
     ``state`` saves/resumes the training (see :class:`~dcl_lib.train.TrainState`).
+    ``on_epoch(epoch, model)`` is called after each epoch (e.g. to measure the codes); it
+    must not draw from torch's global generator (k-means with its own generator does
+    not), and the model is put back in training mode after it.
     Returns (model in eval mode, history with ``loss/recon`` per epoch).
     """
     device = torch.device(device)
@@ -123,6 +128,9 @@ def train_autoencoder(X: torch.Tensor, cfg: AutoencoderConfig, seed: int = 0,
             window.add(epoch, weight=len(b),
                        recon=update_autoencoder(model, opt, X[b], cfg.input_dropout, cfg.loss))
         hist.log(epoch, losses=window.means(epoch, hint="lower lr or check that inputs are in [0, 1]"))
+        if on_epoch is not None:
+            on_epoch(epoch, model)
+            model.train()
         if state.checkpoint(epoch, final=epoch == cfg.epochs, epoch=epoch):
             break
     model.eval()

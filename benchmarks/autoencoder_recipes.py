@@ -1,0 +1,98 @@
+"""What each change to the shared autoencoder's recipe buys: k-means on the codes of all
+70,000 MNIST images, measured along the training (issue 37's search for a recipe that
+reaches the published embedding quality on 2 CPU cores).
+
+Each recipe is the library's own training (``train_autoencoder`` with the config fields
+below; an ``on_epoch`` hook clusters the codes every ``--every`` epochs with k-means, 10
+restarts, its own generator, so the training is the one a run would do).  One seed per
+recipe unless asked; the JSON keeps every recipe's trace (epoch, seconds, ACC,
+reconstruction loss), its config and the machine.  A script, not a test.
+
+    python benchmarks/autoencoder_recipes.py --recipes dec-keras current
+    python benchmarks/autoencoder_recipes.py --recipes dec-keras --seeds 0 1 2 --epochs 300
+
+Writes results/benchmarks/autoencoder_recipes.json (recipes already there are kept, a
+rerun of one replaces it).
+"""
+from __future__ import annotations
+
+import _checkout  # noqa: F401  (first: this checkout's dcl_lib, not an installed one)
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from dcl_lib._io import write_json
+from dcl_lib.data import load_dataset
+from dcl_lib.methods.autoencoder import AutoencoderConfig, encode, train_autoencoder
+from dcl_lib.methods.kmeans import KMeans
+from dcl_lib.metrics import cluster_acc
+from dcl_lib.runner import _versions, git_commit
+from dcl_lib.train import device_name
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "results" / "benchmarks" / "autoencoder_recipes.json"
+FULL = AutoencoderConfig.for_profile("full")
+# name -> the fields that differ from the full profile of the day (what each one changes)
+RECIPES = {
+    "current": {},  # Adam 1e-3, binary cross-entropy, input dropout 0.2, 100 epochs
+    "dec-keras": {"loss": "mse", "optimizer": "sgd", "lr": 1.0, "momentum": 0.9, "init": "dec",
+                  "input_dropout": 0.0, "epochs": 300},
+    "adam-mse": {"loss": "mse", "init": "dec", "input_dropout": 0.0},
+    "adam-bce-nodrop": {"input_dropout": 0.0},
+    "sgd-bce": {"optimizer": "sgd", "lr": 1.0, "momentum": 0.9, "init": "dec",
+                "input_dropout": 0.0, "epochs": 300},
+}
+
+
+def run(name: str, seed: int, every: int, epochs: int | None, X, y) -> dict:
+    changes = dict(RECIPES[name])
+    if epochs is not None:
+        changes["epochs"] = epochs
+    cfg = dataclasses.replace(FULL, **changes)
+    trace = []
+    t0 = time.perf_counter()
+
+    def measure(epoch, model):
+        if epoch == 1 or epoch % every == 0 or epoch == cfg.epochs:
+            Z = encode(model, X).double()
+            km = KMeans(10, n_init=10, random_state=seed).fit(Z)
+            trace.append({"epoch": epoch, "seconds": time.perf_counter() - t0,
+                          "acc": cluster_acc(y, km.labels_)})
+            print(f"{name} seed {seed} epoch {epoch}: ACC {trace[-1]['acc']:.4f}, "
+                  f"{trace[-1]['seconds'] / 60:.1f} min", flush=True)
+
+    _, hist = train_autoencoder(X, cfg, seed, "cpu", verbose=False, on_epoch=measure)
+    for row in trace:
+        row["recon"] = hist["loss/recon"][row["epoch"] - 1]
+    return {"recipe": name, "seed": seed, "changes": changes, "config": dataclasses.asdict(cfg),
+            "trace": trace, "final_acc": trace[-1]["acc"], "wall_s": time.perf_counter() - t0,
+            "git_commit": git_commit(), "threads": torch.get_num_threads()}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipes", nargs="+", default=["dec-keras"], choices=sorted(RECIPES))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--every", type=int, default=25, help="epochs between two measurements")
+    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    a = p.parse_args(argv)
+    data = load_dataset("mnist", "all")
+    X, y = data.flat(), data.y.numpy()
+    rec = json.loads(OUT.read_text()) if OUT.exists() else {"runs": []}
+    for name in a.recipes:
+        for seed in a.seeds:
+            row = run(name, seed, a.every, a.epochs, X, y)
+            rec["runs"] = [r for r in rec["runs"] if (r["recipe"], r["seed"]) != (name, seed)]
+            rec["runs"].append(row)
+            rec.update(device=device_name(torch.device("cpu")), threads=torch.get_num_threads(),
+                       versions=_versions(), git_commit=git_commit())
+            write_json(OUT, rec)
+
+
+if __name__ == "__main__":
+    main()
