@@ -223,7 +223,11 @@ def fetch_all(dataset: str, folder: str, resources: list[Resource], download: bo
     missing = [r for r in resources if not _present(folder, r)]
     if missing and not (mirror_dir() is None if download is None else download):
         raise DataNotFoundError(_missing_message(dataset, folder, missing))
-    return [fetch(dataset, folder, r, download) for r in resources]
+    try:
+        return [fetch(dataset, folder, r, download) for r in resources]
+    except DataNotFoundError as exc:  # a download failed (offline): every missing file, once
+        first = str(exc).splitlines()[0]
+        raise DataNotFoundError(f"{first}\n{_missing_message(dataset, folder, missing)}") from None
 
 
 def _extracted(archive: Path, opener: Callable, suffix: str) -> Path:

@@ -116,6 +116,28 @@ def test_missing_files_error_names_files_and_env(isolated_cache, tmp_path, monke
     msg = str(e.value)
     assert "FashionMNIST/raw/train-images-idx3-ubyte.gz" in msg
     assert "8d4fb7e6c68d591d4c3dfef9ec88bf0d" in msg and "DCL_DATA_MIRROR" in msg
+    assert "FashionMNIST/raw/train-labels-idx1-ubyte.gz" in msg  # every file, not the first
+
+
+def test_offline_without_a_mirror_names_every_missing_file(isolated_cache, monkeypatch):
+    """No mirror: the loader tries to download; offline, the error still says which files
+    to put where (all of them), after the download's own failure."""
+    import dcl_lib.data as data
+
+    monkeypatch.delenv("DCL_DATA_MIRROR", raising=False)
+
+    def offline(res, dst):
+        raise DataNotFoundError(f"could not download {res.filename}: no network")
+
+    monkeypatch.setattr(data, "_download", offline)
+    with pytest.raises(DataNotFoundError) as e:
+        load_dataset("mnist", "train")
+    msg = str(e.value)
+    assert msg.startswith("could not download train-images-idx3-ubyte.gz")
+    for f, md5 in (("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+                   ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432")):
+        assert f"MNIST/raw/{f}  (md5 {md5})" in msg
+    assert "DCL_DATA_MIRROR is not set" in msg
 
 
 def test_subset_is_seeded_label_free_and_sorted():
