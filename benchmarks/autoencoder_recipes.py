@@ -49,6 +49,9 @@ RECIPES = {
 }
 
 
+COMMIT = git_commit()  # the code that runs: read at the start (the tree may change later)
+
+
 def run(name: str, seed: int, every: int, epochs: int | None, X, y) -> dict:
     changes = dict(RECIPES[name])
     if epochs is not None:
@@ -71,7 +74,7 @@ def run(name: str, seed: int, every: int, epochs: int | None, X, y) -> dict:
         row["recon"] = hist["loss/recon"][row["epoch"] - 1]
     return {"recipe": name, "seed": seed, "changes": changes, "config": dataclasses.asdict(cfg),
             "trace": trace, "final_acc": trace[-1]["acc"], "wall_s": time.perf_counter() - t0,
-            "git_commit": git_commit(), "threads": torch.get_num_threads()}
+            "git_commit": COMMIT, "threads": torch.get_num_threads()}
 
 
 def main(argv=None) -> None:
@@ -90,7 +93,7 @@ def main(argv=None) -> None:
             rec["runs"] = [r for r in rec["runs"] if (r["recipe"], r["seed"]) != (name, seed)]
             rec["runs"].append(row)
             rec.update(device=device_name(torch.device("cpu")), threads=torch.get_num_threads(),
-                       versions=_versions(), git_commit=git_commit())
+                       versions=_versions(), git_commit=COMMIT)
             write_json(OUT, rec)
 
 
