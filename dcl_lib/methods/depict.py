@@ -31,6 +31,7 @@ from ..train import (History, LossWindow, TrainState, batched, compact_state, lo
                      load_compact_state, make_adam, minibatches, progress, seeded_generator)
 from .base import (ClusterEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters,
                    check_unit_range, seed_from)
+from .acpic import acpic
 from .kmeans import KMeans
 
 __all__ = [
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 TARGETS = ("sqrt", "dec")
-INITS = ("kmeans", "agglomerative")
+INITS = ("kmeans", "agglomerative", "acpic")
 
 
 # ---------------------------------------------------------------------------
@@ -232,11 +233,14 @@ class DepictConfig(MethodConfig):
     stop_tol: float = 1e-7                # MSE between consecutive Q (official)
     kmeans_n_init: int = 40               # official MNIST-full setting
     init: str = "kmeans"                  # the partition that initialises the head: k-means++
-                                          # (official, MNIST-full) or "agglomerative": Ward
-                                          # linkage on a k-NN graph, our stand-in for the
-                                          # AC-PIC the official code uses for its 10,000-image
-                                          # MNIST-test and for USPS (chapter, section 4)
+                                          # (official, MNIST-full), "acpic" (official,
+                                          # MNIST-test and USPS: dcl_lib.methods.acpic) or
+                                          # "agglomerative" (Ward linkage on the k-NN graph,
+                                          # the stand-in of earlier runs)
     init_neighbors: int = 20              # k of that graph (AC-PIC's K = 20 in the official code)
+    acpic_a: float = 1.0                  # AC-PIC's scale factor a (official: 1; 100 for USPS
+                                          # in a comment of its MATLAB wrapper)
+    acpic_z: float = 0.01                 # AC-PIC's z in (I - zP) (official: 0.01)
     pretrained: str | None = None         # a runner export of the pretrained network ("{seed}"
                                           # = the run seed): replaces pretraining unless
                                           # DCL_RETRAIN=1 (see pretrained_path)
@@ -386,6 +390,12 @@ def fit_depict(X: torch.Tensor, cfg: DepictConfig, seed: int, device, y: torch.T
         hist.scalars["kmeans_acc"] = hist.acc(km.labels_)
         if cfg.init == "agglomerative":
             init_labels, centres = agglomerative_init(z, cfg.n_clusters, cfg.init_neighbors)
+        elif cfg.init == "acpic":  # the official code's start on its 10,000-image datasets
+            init_labels = torch.as_tensor(acpic(z.detach().cpu().double().numpy(), cfg.n_clusters,
+                                                cfg.init_neighbors, cfg.acpic_a, cfg.acpic_z),
+                                          device=device)
+            onehot = F.one_hot(init_labels, cfg.n_clusters).to(z.dtype)
+            centres = onehot.T @ z / onehot.sum(0)[:, None]
         else:
             init_labels = torch.as_tensor(km.labels_, device=device)
             centres = torch.as_tensor(km.cluster_centers_, device=device, dtype=torch.float32)
