@@ -254,10 +254,10 @@ class DepictConfig(MethodConfig):
         # off early: 0.819 after 3 warm-up epochs, 0.818 after 5; 0.824 after 6 main-loop
         # epochs, 0.825 after 12; seed 0)
         # 10,000 images: initialised as the official code does its 10,000-image MNIST-test
-        # (agglomerative), not as MNIST-full (k-means)
+        # (AC-PIC), not as MNIST-full (k-means)
         "quick": {"channels": 32, "lr": 1e-3, "batch_size": 128, "pretrain_epochs": 100,
                   "warmup_epochs": 3, "warmup_patience": 2, "epochs": 6, "kmeans_n_init": 10,
-                  "init": "agglomerative",
+                  "init": "acpic",
                   "pretrained": "results/depict/mnist-train-quick-seed{seed}-pretrained.pt"},
         "full": {"batch_size": 256},
     }
