@@ -40,11 +40,11 @@ FULL = AutoencoderConfig.for_profile("full")
 # name -> the fields that differ from the full profile of the day (what each one changes)
 RECIPES = {
     "current": {},  # Adam 1e-3, binary cross-entropy, input dropout 0.2, 100 epochs
-    "dec-keras": {"loss": "mse", "optimizer": "sgd", "lr": 1.0, "momentum": 0.9, "init": "dec",
+    "dec-keras": {"ae_loss": "mse", "ae_optimizer": "sgd", "lr": 1.0, "ae_momentum": 0.9, "ae_init": "dec",
                   "input_dropout": 0.0, "epochs": 300},
-    "adam-mse": {"loss": "mse", "init": "dec", "input_dropout": 0.0},
+    "adam-mse": {"ae_loss": "mse", "ae_init": "dec", "input_dropout": 0.0},
     "adam-bce-nodrop": {"input_dropout": 0.0},
-    "sgd-bce": {"optimizer": "sgd", "lr": 1.0, "momentum": 0.9, "init": "dec",
+    "sgd-bce": {"ae_optimizer": "sgd", "lr": 1.0, "ae_momentum": 0.9, "ae_init": "dec",
                 "input_dropout": 0.0, "epochs": 300},
 }
 

@@ -137,15 +137,16 @@ def test_the_denoising_step_reconstructs_the_clean_input():
 
 
 def test_the_recipe_options_build_and_train_what_they_say():
-    """loss='mse' has a linear output and minimises the squared error; init='dec' draws
-    every weight within sqrt(1/fan_in) with zero biases; optimizer='sgd' uses momentum."""
+    """ae_loss='mse' has a linear output and minimises the squared error; ae_init='dec'
+    draws every weight within sqrt(1/fan_in) with zero biases; ae_optimizer='sgd' uses
+    momentum."""
     import dataclasses
 
     import torch.nn.functional as F
 
     from dcl_lib.methods.autoencoder import build_autoencoder, update_autoencoder
 
-    cfg = AutoencoderConfig(hidden=(16,), latent_dim=3, loss="mse", optimizer="sgd", init="dec",
+    cfg = AutoencoderConfig(hidden=(16,), latent_dim=3, ae_loss="mse", ae_optimizer="sgd", ae_init="dec",
                             lr=0.5, epochs=3, batch_size=32)
     torch.manual_seed(0)
     ae = build_autoencoder(64, cfg)
@@ -161,7 +162,7 @@ def test_the_recipe_options_build_and_train_what_they_say():
     X = load_dataset("digits").flat()[:400]
     m, h = train_autoencoder(X, cfg, seed=0, verbose=False)
     assert h["loss/recon"][-1] < h["loss/recon"][0]
-    for field, value in (("loss", "l1"), ("optimizer", "rmsprop"), ("init", "he")):
+    for field, value in (("ae_loss", "l1"), ("ae_optimizer", "rmsprop"), ("ae_init", "he")):
         with pytest.raises(ValueError, match=f"{field} must be"):
             train_autoencoder(X, dataclasses.replace(cfg, **{field: value}), verbose=False)
 
@@ -175,3 +176,34 @@ def test_ae_kmeans_runner_reloads_to_its_labels(tmp_path, monkeypatch):
     got, labels = reevaluate(tmp_path / "ae-kmeans" / "digits-all-quick-seed0.json")
     assert got["acc"] == pytest.approx(rec["metrics"]["acc"], abs=5e-4)
     assert rec["metrics"]["acc"] > 0.3  # digits' 10 classes: chance is 0.1
+
+
+def test_no_method_config_redefines_an_autoencoder_field():
+    """The methods that cluster the shared autoencoder's codes extend its config; a field of
+    theirs with an autoencoder field's name (GANMM's ``init``, DCAN's ``loss``) would
+    silently replace the autoencoder's in ``autoencoder()`` and fail or change its
+    training.  Every registered config that extends it hands back, at each profile, an
+    autoencoder config that validates and carries the base defaults the profile leaves."""
+    import dataclasses
+
+    from dcl_lib.methods import get_spec, method_names
+
+    base = {f.name: f.default for f in dataclasses.fields(AutoencoderConfig)}
+    extended = []
+    for name in method_names():
+        cls = get_spec(name).config
+        if not issubclass(cls, AutoencoderConfig):
+            continue
+        extended.append(name)
+        for klass in cls.__mro__[:cls.__mro__.index(AutoencoderConfig)]:
+            own = set(vars(klass).get("__annotations__", {}))
+            assert not own & set(base), (name, klass.__name__, own & set(base))
+        for profile in ("quick", "full"):
+            cfg = cls.for_profile(profile)
+            ae = cfg.autoencoder()
+            ae.validate()
+            pinned = AutoencoderConfig.profiles.get(profile, {})
+            for field, default in base.items():
+                if field not in pinned and field not in cls.profiles.get(profile, {}):
+                    assert getattr(ae, field) == default, (name, profile, field)
+    assert {"gmm-ae", "ganmm", "dcan", "dec", "ae-kmeans"} <= set(extended)

@@ -37,11 +37,11 @@ class AutoencoderConfig(MethodConfig):
     weight_decay: float = 0.0
     input_dropout: float = 0.2                  # masking noise, as DEC's denoising pretraining
                                                 # (without it: --set input_dropout=0)
-    loss: str = "bce"                           # "bce" (sigmoid output) or "mse" (linear
+    ae_loss: str = "bce"                        # "bce" (sigmoid output) or "mse" (linear
                                                 # output, DEC-keras)
-    optimizer: str = "adam"                     # "adam" or "sgd" (with momentum, DEC-keras)
-    momentum: float = 0.9                       # sgd only (DEC-keras: 0.9)
-    init: str = "torch"                         # "torch" (PyTorch's default) or "dec":
+    ae_optimizer: str = "adam"                  # "adam" or "sgd" (with momentum, DEC-keras)
+    ae_momentum: float = 0.9                    # sgd only (DEC-keras: 0.9)
+    ae_init: str = "torch"                         # "torch" (PyTorch's default) or "dec":
                                                 # U(-sqrt(1/fan_in), +), zero biases (DEC-keras'
                                                 # VarianceScaling(1/3, fan_in, uniform))
 
@@ -49,12 +49,12 @@ class AutoencoderConfig(MethodConfig):
     profiles = {"quick": {"hidden": (256, 256, 512), "epochs": 50}, "full": {}}
 
     def validate(self) -> None:
-        if self.loss not in ("bce", "mse"):
-            raise ValueError(f"loss must be 'bce' or 'mse', got {self.loss!r}")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
-        if self.init not in ("torch", "dec"):
-            raise ValueError(f"init must be 'torch' or 'dec', got {self.init!r}")
+        if self.ae_loss not in ("bce", "mse"):
+            raise ValueError(f"ae_loss must be 'bce' or 'mse', got {self.ae_loss!r}")
+        if self.ae_optimizer not in ("adam", "sgd"):
+            raise ValueError(f"ae_optimizer must be 'adam' or 'sgd', got {self.ae_optimizer!r}")
+        if self.ae_init not in ("torch", "dec"):
+            raise ValueError(f"ae_init must be 'torch' or 'dec', got {self.ae_init!r}")
 
     def autoencoder(self) -> "AutoencoderConfig":
         """The autoencoder's own fields, from this config or a method config that extends
@@ -79,12 +79,12 @@ def update_autoencoder(model: MLPAutoencoder, opt: torch.optim.Optimizer, x: tor
 
 
 def build_autoencoder(in_dim: int, cfg: AutoencoderConfig) -> MLPAutoencoder:
-    """The network of ``cfg``: a sigmoid output for ``loss="bce"``, a linear one for "mse";
-    ``init="dec"`` draws every weight from U(-sqrt(1/fan_in), sqrt(1/fan_in)) with zero
+    """The network of ``cfg``: a sigmoid output for ``ae_loss="bce"``, a linear one for "mse";
+    ``ae_init="dec"`` draws every weight from U(-sqrt(1/fan_in), sqrt(1/fan_in)) with zero
     biases (DEC-keras' initialisation) instead of PyTorch's default."""
     model = MLPAutoencoder(in_dim, cfg.hidden, cfg.latent_dim,
-                           sigmoid_output=cfg.loss == "bce")
-    if cfg.init == "dec":
+                           sigmoid_output=cfg.ae_loss == "bce")
+    if cfg.ae_init == "dec":
         for m in model.modules():
             if isinstance(m, torch.nn.Linear):
                 bound = (1.0 / m.in_features) ** 0.5
@@ -113,10 +113,10 @@ def train_autoencoder(X: torch.Tensor, cfg: AutoencoderConfig, seed: int = 0,
     X = X.reshape(len(X), -1).to(device, torch.float32)
     cfg.validate()
     model = build_autoencoder(X.shape[1], cfg).to(device, torch.float32)
-    if cfg.optimizer == "adam":
+    if cfg.ae_optimizer == "adam":
         opt = make_adam(model.parameters(), cfg.lr, device, weight_decay=cfg.weight_decay)
     else:
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.ae_momentum,
                               weight_decay=cfg.weight_decay)
     hist = History()
     state.attach({"autoencoder": model}, {"adam": opt}, {"batches": g}, hist)
@@ -126,7 +126,7 @@ def train_autoencoder(X: torch.Tensor, cfg: AutoencoderConfig, seed: int = 0,
     for epoch in progress(range(start + 1, cfg.epochs + 1), desc="autoencoder", verbose=verbose):
         for b in minibatches(len(X), cfg.batch_size, g):
             window.add(epoch, weight=len(b),
-                       recon=update_autoencoder(model, opt, X[b], cfg.input_dropout, cfg.loss))
+                       recon=update_autoencoder(model, opt, X[b], cfg.input_dropout, cfg.ae_loss))
         hist.log(epoch, losses=window.means(epoch, hint="lower lr or check that inputs are in [0, 1]"))
         if on_epoch is not None:
             on_epoch(epoch, model)
