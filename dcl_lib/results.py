@@ -43,6 +43,11 @@ PAPER: dict[tuple[str, str], dict[str, Any]] = {
                           "protocol": "MNIST-full: all 70,000 images, as here (the size as "
                                       "recalled, unconfirmed); NMI probably the geometric "
                                       "mean"},
+    ("depict", "mnist-test"): {"acc": 0.954, "nmi": 0.915, "status": "unconfirmed",
+                               "source": "recalled from the DEPICT paper's table (the method "
+                                         "card; the JULE/DEPICT benchmark)",
+                               "protocol": "the 10,000 MNIST test images, started from AC-PIC "
+                                           "(the official code)"},
     ("clustergan", "mnist"): {"acc": 0.95, "status": "unconfirmed",
                               "source": "recalled from the paper (its best model)",
                               "purity": 0.9097, "purity_sd": 0.0398, "nmi": 0.8544,
