@@ -33,6 +33,7 @@ from dcl_lib.data import load_dataset
 from dcl_lib.methods.kmeans import KMeans, NearestCentre, kmeans_plusplus
 from dcl_lib.metrics import cluster_acc
 from dcl_lib.runner import git_commit
+from dcl_lib.train import device_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,6 +99,7 @@ def run(name: str, k: int, n_init: int, seed: int) -> dict:
                       "threads": torch.get_num_threads(), "torch": torch.__version__,
                       "sklearn": sklearn.__version__, "numpy": np.__version__}
     rec["git_commit"] = git_commit()
+    rec["device"] = device_name(torch.device("cpu"))
     return rec
 
 

@@ -567,6 +567,33 @@ START, END = "<!-- results:start (python -m dcl_lib results --readme) -->", "<!-
 FIGURE = "book/figures/acc_vs_time.png"
 
 
+def speed_line(root: Path = ROOT) -> str:
+    """k-means' and EM's speed against scikit-learn's, each ratio from one committed
+    benchmark run (``benchmarks/kmeans_vs_sklearn.py``, ``benchmarks/gmm_vs_sklearn.py``);
+    empty when the files are missing."""
+    bench = root / "results" / "benchmarks"
+    parts = []
+    km = bench / "kmeans_pixels.json"
+    if km.exists():
+        r = json.loads(km.read_text())
+        parts.append(f"k-means on {r['n']:,} × {r['d']} MNIST pixels ({r['n_init']} restarts, "
+                     f"{r['machine']['threads']} threads) {r['time_ratio_ours_over_sklearn']:.2f}× its time")
+    em = bench / "gmm_em_cpu_n1000000.json"
+    if em.exists():
+        r = json.loads(em.read_text())
+        parts.append(f"EM, full covariances, N = {r['n']:,}, d = {r['d']}, K = {r['k']}: "
+                     f"{r['time_ratio_ours_over_sklearn']:.2f}× per iteration")
+        gpu = bench / "gmm_em_cuda_n1000000.json"
+        if gpu.exists():
+            g = json.loads(gpu.read_text())
+            parts.append(f"on one {g['device']}, 1/{r['sklearn_s_per_iter'] / g['ours_s_per_iter']:.0f} "
+                         "of scikit-learn's CPU time")
+    if not parts:
+        return ""
+    where = json.loads(em.read_text())["device"] if em.exists() else "a CPU"
+    return f"\nSpeed against scikit-learn, each measured alone on {where}: " + "; ".join(parts) + ".\n"
+
+
 def readme_block(root: Path = ROOT) -> str:
     """The README's results section: one line per method and profile (full profile on
     MNIST with the paper's figure, then the CPU quick-profile runs), generated from the
@@ -581,12 +608,12 @@ def readme_block(root: Path = ROOT) -> str:
     for r in full:
         r["paper"] = _paper_short(r["base"], "mnist")
     cols = ("method", "seeds", "acc", "nmi", "ari", "wall", "device")
-    return (f"{START}\nFull profile, MNIST (70,000 images), mean ± sd over seeds, beside the "
-            "paper's figures († unconfirmed: from the source documents or recalled; the "
-            "papers' protocols differ in places: see the results chapter):\n\n"
+    return (f"{START}\nFull profile, MNIST (70,000 images), mean ± sd over seeds, and the "
+            "paper's figure († unconfirmed; the protocols: the results chapter):\n\n"
             + markdown_table(full, cols + ("paper",))
             + "\nQuick profile (10,000 MNIST training images, seed 0, CPU):\n\n"
             + markdown_table(quick, cols)
+            + speed_line(root)
             + f"\n![ACC against training time]({FIGURE})\n\n"
             "The paper's figures and the command of every row: `notebooks/07_results.ipynb`.\n"
             + END)
