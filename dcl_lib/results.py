@@ -20,7 +20,7 @@ __all__ = ["PAPER", "EXPECTED_SEEDS", "RETIRED_FIELDS", "ADDED_FIELDS", "Record"
            "config_drift", "readme_block", "update_readme", "run_interval", "concurrent_runs",
            "schedule", "paper_comparison", "KEPT_VARIANT_CHECKPOINTS", "MAX_FILE_BYTES",
            "MAX_RESULTS_BYTES", "drop_checkpoint", "prune_checkpoints", "share_checkpoint_entry",
-           "requantize_entry", "save_labels", "run_labels"]
+           "requantize_entry", "save_labels", "run_labels", "acc_at", "time_to"]
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED_SEEDS = (0, 1, 2)  # every full-profile row is a mean over these
@@ -214,6 +214,25 @@ def save_labels(json_path: Path, labels) -> Path:
     dtype = np.uint8 if labels.max() < 256 else np.int32
     np.savez_compressed(out, labels=labels.astype(dtype))
     return out
+
+
+def acc_at(rec: dict[str, Any], step: int) -> float:
+    """The ACC a results record's history logged at ``step`` (an epoch or a step, as the
+    method logs them; VCAMI's 0 is the random network)."""
+    hist = rec["history"]
+    if step not in hist["step"]:
+        raise ValueError(f"no evaluation at step {step} in {rec.get('path', 'this record')}")
+    return hist["acc"][hist["step"].index(step)]
+
+
+def time_to(rec: dict[str, Any], target: float) -> tuple[float | None, int | None]:
+    """(minutes, step) of the first evaluation in a record's history with ACC >= ``target``,
+    or (None, None) when none reached it."""
+    hist = rec["history"]
+    for s, e, a in zip(hist["seconds"], hist["step"], hist["acc"]):
+        if a >= target:
+            return s / 60, e
+    return None, None
 
 
 def run_labels(json_path: Path) -> np.ndarray:

@@ -334,3 +334,15 @@ def test_the_papers_figures_are_printed_as_their_sources_give_them_and_gaps_are_
     assert got[("clustergan", "ACC")]["paper"].startswith("0.95 (unconfirmed")
     # every figure says on which images the paper measured, where known
     assert all(fig.get("protocol") for fig in PAPER.values())
+
+
+def test_acc_at_and_time_to_read_a_history():
+    from dcl_lib.results import acc_at, time_to
+
+    rec = {"history": {"step": [0, 1, 2, 3], "seconds": [0.0, 60.0, 120.0, 180.0],
+                       "acc": [0.1, 0.95, 0.97, 0.96]}}
+    assert acc_at(rec, 2) == 0.97 and acc_at(rec, 0) == 0.1
+    assert time_to(rec, 0.96) == (2.0, 2)  # the first to reach it, not a later one
+    assert time_to(rec, 0.95) == (1.0, 1) and time_to(rec, 0.99) == (None, None)
+    with pytest.raises(ValueError, match="no evaluation at step 7"):
+        acc_at(rec, 7)
