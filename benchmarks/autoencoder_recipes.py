@@ -52,7 +52,8 @@ RECIPES = {
 COMMIT = git_commit()  # the code that runs: read at the start (the tree may change later)
 
 
-def run(name: str, seed: int, every: int, epochs: int | None, X, y) -> dict:
+def run(name: str, seed: int, every: int, epochs: int | None, X, y,
+        save=lambda row: None) -> dict:
     changes = dict(RECIPES[name])
     if epochs is not None:
         changes["epochs"] = epochs
@@ -68,13 +69,16 @@ def run(name: str, seed: int, every: int, epochs: int | None, X, y) -> dict:
                           "acc": cluster_acc(y, km.labels_)})
             print(f"{name} seed {seed} epoch {epoch}: ACC {trace[-1]['acc']:.4f}, "
                   f"{trace[-1]['seconds'] / 60:.1f} min", flush=True)
+            # the trace so far, on disk: a run cut short keeps what it measured
+            save({"recipe": name, "seed": seed, "changes": changes, "trace": list(trace),
+                  "complete": False, "git_commit": COMMIT})
 
     _, hist = train_autoencoder(X, cfg, seed, "cpu", verbose=False, on_epoch=measure)
     for row in trace:
         row["recon"] = hist["loss/recon"][row["epoch"] - 1]
     return {"recipe": name, "seed": seed, "changes": changes, "config": dataclasses.asdict(cfg),
             "trace": trace, "final_acc": trace[-1]["acc"], "wall_s": time.perf_counter() - t0,
-            "git_commit": COMMIT, "threads": torch.get_num_threads()}
+            "git_commit": COMMIT, "threads": torch.get_num_threads(), "complete": True}
 
 
 def main(argv=None) -> None:
@@ -87,14 +91,16 @@ def main(argv=None) -> None:
     data = load_dataset("mnist", "all")
     X, y = data.flat(), data.y.numpy()
     rec = json.loads(OUT.read_text()) if OUT.exists() else {"runs": []}
+    def save(row):
+        rec["runs"] = [r for r in rec["runs"] if (r["recipe"], r["seed"]) != (row["recipe"], row["seed"])]
+        rec["runs"].append(row)
+        rec.update(device=device_name(torch.device("cpu")), threads=torch.get_num_threads(),
+                   versions=_versions(), git_commit=COMMIT)
+        write_json(OUT, rec)
+
     for name in a.recipes:
         for seed in a.seeds:
-            row = run(name, seed, a.every, a.epochs, X, y)
-            rec["runs"] = [r for r in rec["runs"] if (r["recipe"], r["seed"]) != (name, seed)]
-            rec["runs"].append(row)
-            rec.update(device=device_name(torch.device("cpu")), threads=torch.get_num_threads(),
-                       versions=_versions(), git_commit=COMMIT)
-            write_json(OUT, rec)
+            save(run(name, seed, a.every, a.epochs, X, y, save))
 
 
 if __name__ == "__main__":

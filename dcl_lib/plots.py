@@ -11,7 +11,7 @@ import torch
 from .metrics import aligned_confusion
 
 __all__ = ["image_grid", "show_images", "plot_confusion", "plot_curves", "plot_latent_2d",
-           "images_per_cluster", "plot_gmm_2d"]
+           "images_per_cluster", "plot_gmm_2d", "draw_schematic", "SCHEMATIC_COLOURS"]
 
 
 def _np(a):
@@ -130,6 +130,56 @@ def plot_gmm_2d(X, mu, Sigma, labels=None, ax=None, title: str | None = None, n_
         ax.plot(*mu[k], "k+", ms=8)
     ax.set_xticks([])
     ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+# the kinds of box in a method's schematic and their colours
+SCHEMATIC_COLOURS = {"data": "#eeeeee", "net": "#dbe9f6", "target": "#e2f0d9",
+                     "loss": "#fde3d3", "step": "#fff2cc"}
+
+
+def draw_schematic(nodes: dict, edges: list, ax=None, title: str | None = None,
+                   size: tuple[float, float] = (10.0, 3.6)):
+    """A method's schematic: boxes and arrows on a unit-free canvas.
+
+    ``nodes``: name -> (x, y, text, kind), kind one of :data:`SCHEMATIC_COLOURS` ("data",
+    "net", "target", "loss", "step"); ``edges``: (from, to) or (from, to, label) or
+    (from, to, label, style) with style "-" (data flow, the default) or "--" (a gradient or
+    a refresh).  Returns the axes; the caller shows the figure."""
+    bad = [k for *_, k in nodes.values() if k not in SCHEMATIC_COLOURS]
+    if bad:
+        raise ValueError(f"node kinds must be among {sorted(SCHEMATIC_COLOURS)}, got {bad}")
+    missing = [e[:2] for e in edges if e[0] not in nodes or e[1] not in nodes]
+    if missing:
+        raise ValueError(f"edges between unknown nodes: {missing}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=size)
+    xs = [v[0] for v in nodes.values()]
+    ys = [v[1] for v in nodes.values()]
+    ax.set_xlim(min(xs) - 1, max(xs) + 1)
+    ax.set_ylim(min(ys) - 0.7, max(ys) + 0.7)
+    ax.axis("off")
+    boxes = {}
+    for name, (x, y, text, kind) in nodes.items():
+        boxes[name] = ax.text(x, y, text, ha="center", va="center", fontsize=8, zorder=3,
+                              bbox=dict(boxstyle="round,pad=0.35", fc=SCHEMATIC_COLOURS[kind],
+                                        ec="0.4"))
+    for edge in edges:
+        a, b = edge[:2]
+        label = edge[2] if len(edge) > 2 else None
+        style = edge[3] if len(edge) > 3 else "-"
+        # drawn after the boxes (a higher zorder), whose patches clip the arrow's ends
+        ax.annotate("", xy=nodes[b][:2], xytext=nodes[a][:2], zorder=4,
+                    arrowprops=dict(arrowstyle="-|>", color="0.3", lw=1, ls=style, mutation_scale=14,
+                                    shrinkA=2, shrinkB=2,
+                                    patchA=boxes[a].get_bbox_patch(),
+                                    patchB=boxes[b].get_bbox_patch()))
+        if label:
+            (xa, ya), (xb, yb) = nodes[a][:2], nodes[b][:2]
+            ax.text((xa + xb) / 2, (ya + yb) / 2 + 0.12, label, fontsize=7, ha="center",
+                    va="bottom", color="0.25", zorder=4)
     if title:
         ax.set_title(title, fontsize=9)
     return ax
