@@ -30,9 +30,8 @@ import torch
 
 from dcl_lib._io import write_json
 from dcl_lib.data import load_dataset
-from dcl_lib.methods.depict import (DepictConfig, DepictNet, agglomerative_init, cluster_pass,
-                                    depict_target, to_signed, update_network)
-from dcl_lib.methods.acpic import acpic
+from dcl_lib.methods.depict import (DepictConfig, DepictNet, acpic_init, agglomerative_init,
+                                    cluster_pass, depict_target, to_signed, update_network)
 from dcl_lib.methods.kmeans import KMeans
 from dcl_lib.metrics import cluster_acc, nmi
 from dcl_lib.runner import git_commit
@@ -124,13 +123,11 @@ def main(argv=None) -> dict:
                 update_network(net, opt, X[b], quick, None)
     z = cluster_pass(net, X)[0]
     km = KMeans(10, n_init=quick.kmeans_n_init, random_state=0, dtype=torch.float32).fit(z)
-    ac = torch.as_tensor(acpic(z.double().numpy(), 10, quick.init_neighbors, quick.acpic_a,
-                               quick.acpic_z))
-    onehot = torch.nn.functional.one_hot(ac, 10).float()
+    ac, ac_means = acpic_init(z, 10, quick.init_neighbors, quick.acpic_a, quick.acpic_z)
     starts = {"kmeans": (torch.as_tensor(km.labels_),
                          torch.as_tensor(km.cluster_centers_, dtype=torch.float32)),
               "agglomerative": agglomerative_init(z, 10, quick.init_neighbors),
-              "acpic": (ac, onehot.T @ z / onehot.sum(0)[:, None])}
+              "acpic": (ac, ac_means)}
     record = {"pretrained": a.pretrained, "kmeans_on_embedding_acc": cluster_acc(y, km.labels_),
               "agglomerative_on_embedding_acc": cluster_acc(y, starts["agglomerative"][0]),
               "acpic_on_embedding_acc": cluster_acc(y, ac),

@@ -39,6 +39,7 @@ __all__ = [
     "depict_optimal_target",
     "depict_objective",
     "agglomerative_init",
+    "acpic_init",
     "DepictNet",
     "DepictConfig",
     "cluster_pass",
@@ -109,9 +110,8 @@ def agglomerative_init(z: torch.Tensor, n_clusters: int, n_neighbors: int = 20
     its cluster means (K, d).
 
     Merging only neighbours lets clusters follow the data's manifold instead of the
-    Euclidean balls of k-means.  It stands in for AC-PIC (agglomerative clustering by
-    path integral), which the official code uses to initialise DEPICT on its smaller
-    datasets; deterministic (no random restarts)."""
+    Euclidean balls of k-means.  The quick profile's start before AC-PIC
+    (:func:`acpic_init`) was in the library; deterministic (no random restarts)."""
     from sklearn.cluster import AgglomerativeClustering
     from sklearn.neighbors import kneighbors_graph
 
@@ -121,10 +121,23 @@ def agglomerative_init(z: torch.Tensor, n_clusters: int, n_neighbors: int = 20
     zn = z.detach().cpu().double().numpy()
     graph = kneighbors_graph(zn, n_neighbors, include_self=False)
     labels = AgglomerativeClustering(n_clusters, linkage="ward", connectivity=graph).fit_predict(zn)
-    labels = torch.as_tensor(labels, device=z.device)
+    return _with_means(torch.as_tensor(labels, device=z.device), z, n_clusters)
+
+
+def acpic_init(z: torch.Tensor, n_clusters: int, n_neighbors: int = 20, a: float = 1.0,
+               zeta: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+    """AC-PIC's partition of the codes z (N, d) (:func:`~dcl_lib.methods.acpic.acpic`, in
+    float64) and its cluster means (K, d): the official code's start on its 10,000-image
+    datasets."""
+    labels = acpic(z.detach().cpu().double().numpy(), n_clusters, n_neighbors, a, zeta)
+    return _with_means(torch.as_tensor(labels, device=z.device), z, n_clusters)
+
+
+def _with_means(labels: torch.Tensor, z: torch.Tensor, n_clusters: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(labels, the mean of z over each cluster (K, d))."""
     onehot = F.one_hot(labels, n_clusters).to(z.dtype)
-    means = onehot.T @ z / onehot.sum(0)[:, None]
-    return labels, means
+    return labels, onehot.T @ z / onehot.sum(0)[:, None]
 
 
 # ---------------------------------------------------------------------------
@@ -391,11 +404,8 @@ def fit_depict(X: torch.Tensor, cfg: DepictConfig, seed: int, device, y: torch.T
         if cfg.init == "agglomerative":
             init_labels, centres = agglomerative_init(z, cfg.n_clusters, cfg.init_neighbors)
         elif cfg.init == "acpic":  # the official code's start on its 10,000-image datasets
-            init_labels = torch.as_tensor(acpic(z.detach().cpu().double().numpy(), cfg.n_clusters,
-                                                cfg.init_neighbors, cfg.acpic_a, cfg.acpic_z),
-                                          device=device)
-            onehot = F.one_hot(init_labels, cfg.n_clusters).to(z.dtype)
-            centres = onehot.T @ z / onehot.sum(0)[:, None]
+            init_labels, centres = acpic_init(z, cfg.n_clusters, cfg.init_neighbors,
+                                              cfg.acpic_a, cfg.acpic_z)
         else:
             init_labels = torch.as_tensor(km.labels_, device=device)
             centres = torch.as_tensor(km.cluster_centers_, device=device, dtype=torch.float32)
