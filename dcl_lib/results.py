@@ -48,6 +48,13 @@ PAPER: dict[tuple[str, str], dict[str, Any]] = {
                                          "card; the JULE/DEPICT benchmark)",
                                "protocol": "the 10,000 MNIST test images, started from AC-PIC "
                                            "(the official code)"},
+    ("depict", "usps"): {"acc": 0.964, "nmi": 0.927, "status": "unconfirmed",
+                         "source": "recalled from the DEPICT paper's table (the method card; "
+                                   "the JULE/DEPICT benchmark)",
+                         "protocol": "USPS as JULE and DEPICT use it: 11,000 images, 1,100 per "
+                                     "digit, 16x16, started from AC-PIC (the official code); "
+                                     "here the 9,298 images of the Hastie set (train and test "
+                                     "joined): not like for like"},
     ("clustergan", "mnist"): {"acc": 0.95, "status": "unconfirmed",
                               "source": "recalled from the paper (its best model)",
                               "purity": 0.9097, "purity_sd": 0.0398, "nmi": 0.8544,

@@ -272,6 +272,14 @@ def test_pretrained_network_replaces_pretraining(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="does not fit this network"):
         fit_depict(x, dataclasses.replace(cfg, channels=8), 0, "cpu", verbose=False)
     assert "--set pretrained=None" in PRETRAIN_COMMAND
+    # the export is named by the images it was pretrained on: another dataset's is not taken
+    per_data = dataclasses.replace(base, pretrained=str(tmp_path / "{data}-seed{seed}.pt"))
+    save_checkpoint(tmp_path / "digits-all-seed0.pt", {"net": compact_state(net)})
+    assert pretrained_path(per_data, 0, "digits-all") == tmp_path / "digits-all-seed0.pt"
+    with pytest.raises(FileNotFoundError, match="--dataset usps --split all --profile quick"):
+        pretrained_path(per_data, 0, "usps-all")
+    with pytest.raises(ValueError, match="dataset-split"):
+        pretrained_path(per_data, 0, "usps")
 
 
 # That the clustering phases improve on their own starting point (k-means on the committed

@@ -254,8 +254,9 @@ class DepictConfig(MethodConfig):
     acpic_a: float = 1.0                  # AC-PIC's scale factor a (official: 1; 100 for USPS
                                           # in a comment of its MATLAB wrapper)
     acpic_z: float = 0.01                 # AC-PIC's z in (I - zP) (official: 0.01)
-    pretrained: str | None = None         # a runner export of the pretrained network ("{seed}"
-                                          # = the run seed): replaces pretraining unless
+    pretrained: str | None = None         # a runner export of the pretrained network ("{data}"
+                                          # = dataset-split, e.g. mnist-test; "{seed}" = the
+                                          # run seed): replaces pretraining unless
                                           # DCL_RETRAIN=1 (see pretrained_path)
 
     profiles = {
@@ -271,7 +272,7 @@ class DepictConfig(MethodConfig):
         "quick": {"channels": 32, "lr": 1e-3, "batch_size": 128, "pretrain_epochs": 100,
                   "warmup_epochs": 3, "warmup_patience": 2, "epochs": 6, "kmeans_n_init": 10,
                   "init": "acpic",
-                  "pretrained": "results/depict/mnist-train-quick-seed{seed}-pretrained.pt"},
+                  "pretrained": "results/depict/{data}-quick-seed{seed}-pretrained.pt"},
         "full": {"batch_size": 256},
     }
 
@@ -316,24 +317,31 @@ def update_network(net: DepictNet, opt: torch.optim.Optimizer, x: torch.Tensor, 
 
 
 _ROOT = Path(__file__).resolve().parents[2]
-PRETRAIN_COMMAND = ("python -m dcl_lib run depict --profile quick --seed {seed} --set pretrained=None "
-                    "--set warmup_epochs=0 --set epochs=0 --tag pretrained")
+PRETRAIN_COMMAND = ("python -m dcl_lib run depict --dataset {dataset} --split {split} --profile quick "
+                    "--seed {seed} --set pretrained=None --set warmup_epochs=0 "
+                    "--set epochs=0 --tag pretrained")
 
 
-def pretrained_path(cfg: DepictConfig, seed: int) -> Path | None:
+def pretrained_path(cfg: DepictConfig, seed: int, data: str = "mnist-train") -> Path | None:
     """The pretrained network to start from, or None (pretrain live).
 
-    ``cfg.pretrained`` names a runner export (relative to the repository); ``$DCL_RETRAIN=1``
-    ignores it and pretrains live.  A missing file is an error that says how to make it.
+    ``cfg.pretrained`` names a runner export (relative to the repository), with ``{data}``
+    the images' ``dataset-split`` (``mnist-train``, ``mnist-test``, ``usps-all``) and
+    ``{seed}`` the run seed; ``$DCL_RETRAIN=1`` ignores it and pretrains live.  A missing
+    file is an error that says how to make it.
     """
     if cfg.pretrained is None or retrain_requested():
         return None
-    path = Path(cfg.pretrained.format(seed=seed))
+    dataset, _, split = data.rpartition("-")
+    if not dataset or not split:
+        raise ValueError(f"data must be 'dataset-split' (e.g. 'mnist-test'), got {data!r}")
+    path = Path(cfg.pretrained.format(seed=seed, data=data))
     path = path if path.is_absolute() else _ROOT / path
     if not path.exists():
         raise FileNotFoundError(
             f"the pretrained DEPICT network {path} is missing: make it with\n  "
-            f"{PRETRAIN_COMMAND.format(seed=seed)}\nor set DCL_RETRAIN=1 to pretrain live")
+            f"{PRETRAIN_COMMAND.format(seed=seed, dataset=dataset, split=split)}\n"
+            f"or set DCL_RETRAIN=1 to pretrain live")
     return path
 
 
@@ -341,7 +349,8 @@ _HINT = "lower the learning rate (tanh codes saturate at high rates) or check th
 
 
 def fit_depict(X: torch.Tensor, cfg: DepictConfig, seed: int, device, y: torch.Tensor | None = None,
-               state: TrainState | None = None, verbose: bool = True) -> tuple[DepictNet, History]:
+               state: TrainState | None = None, verbose: bool = True, data: str = "mnist-train"
+               ) -> tuple[DepictNet, History]:
     """All of DEPICT's phases on images X (N, C, H, W) in [-1, 1].
 
     (1) pretraining on reconstruction; (2) a partition of the clean embedding (k-means,
@@ -349,7 +358,8 @@ def fit_depict(X: torch.Tensor, cfg: DepictConfig, seed: int, device, y: torch.T
     on that partition's hard labels, stopped on NMI; (4) the main
     loop: targets Q once per epoch from the clean pathway, the network per minibatch.
     ``y`` (optional) only logs ACC per epoch; ``state`` saves/resumes the run at epoch
-    boundaries.  Returns (network, history).
+    boundaries; ``data`` (dataset-split) names the pretrained export, if the config has one
+    (:func:`pretrained_path`).  Returns (network, history).
     """
     cfg.validate()
     device = torch.device(device)
@@ -363,14 +373,14 @@ def fit_depict(X: torch.Tensor, cfg: DepictConfig, seed: int, device, y: torch.T
     state.attach({"net": net}, {"adam": opt}, {"batches": g}, hist)
     prog = state.restore()  # {} for a fresh run
     phase, done, step = prog.get("phase", "pretrain"), prog.get("epoch", 0), prog.get("step", 0)
-    source = pretrained_path(cfg, seed)
+    source = pretrained_path(cfg, seed, data)
     if source is not None and phase == "pretrain":  # (1) replaced by the committed network
         try:
             load_compact_state(net, load_checkpoint(source)["net"])
         except (RuntimeError, KeyError) as exc:
             raise ValueError(
                 f"the pretrained export {source} does not fit this network ({str(exc)[:200]}); "
-                f"it was made for the quick profile's MNIST images: set pretrained=None (or "
+                f"it was made for other images or another network: set pretrained=None (or "
                 f"DCL_RETRAIN=1) to pretrain on these data") from exc
         done = cfg.pretrain_epochs
         hist.scalars["pretrained_from"] = str(source.relative_to(_ROOT) if source.is_relative_to(_ROOT)
@@ -479,9 +489,11 @@ class DEPICT(ClusterEstimator):
         cfg = self.config or DepictConfig.for_profile("quick")
         return dataclasses.replace(cfg, n_clusters=self.n_clusters)
 
-    def fit(self, X, y=None, y_eval=None, state: TrainState | None = None):
+    def fit(self, X, y=None, y_eval=None, state: TrainState | None = None,
+            data: str = "mnist-train"):
         """Train on images X; ``y`` is ignored, ``y_eval`` only logs ACC per epoch,
-        ``state`` saves/resumes the training (the runner's ``--resume``)."""
+        ``state`` saves/resumes the training (the runner's ``--resume``), ``data`` (the
+        images' dataset-split) names the config's pretrained export, if it has one."""
         X = as_tensor(X, dtype=torch.float32, ndim=(4,))
         check_n_clusters(self.n_clusters, X.shape[0])
         check_unit_range(X, "DEPICT")
@@ -490,7 +502,7 @@ class DEPICT(ClusterEstimator):
                              f"got {tuple(X.shape[2:])}")
         device = self._device()
         self.net_, self.history_ = fit_depict(to_signed(X), self._cfg(), seed_from(self.random_state),
-                                              device, y_eval, state, self.verbose)
+                                              device, y_eval, state, self.verbose, data)
         self.labels_ = cluster_pass(self.net_, to_signed(X).to(device))[1].argmax(1).cpu().numpy()
         self.n_features_in_ = int(np.prod(X.shape[1:]))
         return self
@@ -515,7 +527,7 @@ class DEPICT(ClusterEstimator):
 
 def _fit(data, cfg: DepictConfig, ctx: RunContext) -> FitResult:
     est = DEPICT(cfg.n_clusters, cfg, random_state=ctx.seed, device=ctx.device, verbose=ctx.verbose)
-    est.fit(data.x, y_eval=data.y, state=ctx.state)
+    est.fit(data.x, y_eval=data.y, state=ctx.state, data=f"{data.name}-{data.split}")
     h = est.history_
     extra = {"kmeans_init_acc": h.scalars.get("kmeans_acc", float("nan")),
              "init_acc": h.scalars.get("init_acc", float("nan")), "epochs_run": len(h["step"])}
