@@ -416,11 +416,24 @@ def _stopped(r: Record) -> str:
     return f"stopped at {unit} {r.data['stopped_at']}" + (f" of {total}" if total else "")
 
 
+def profile_split(dataset: str, profile: str) -> str:
+    """The split a profile's runs use on ``dataset`` (as the runner resolves it)."""
+    from .config import DATA_PROFILES
+    from .data import DATASETS
+
+    split = DATA_PROFILES[profile].split
+    native = DATASETS[dataset].splits
+    return split if split in native + ("all",) else native[0]
+
+
 def summary_rows(records: list[Record], dataset: str, profile: str,
-                 methods: list[str] | None = None) -> list[dict[str, Any]]:
+                 methods: list[str] | None = None, split: str | None = None
+                 ) -> list[dict[str, Any]]:
     """One row per method variant: metrics as mean ± sd over seeds, the seeds present and
     missing, wall time, device, the paper's figure, the reproducing command.  Every
-    method in ``methods`` gets a row, a missing one saying so.
+    method in ``methods`` gets a row, a missing one saying so.  Only runs on ``split``
+    count (default: the profile's own, :func:`profile_split`): a run of the quick profile
+    on MNIST's test images is not a row of the quick profile's table.
 
     A run that its time budget stopped before the end of its schedule (``stopped_at``
     set) is not a result of the profile: it goes to a row of its own, tagged
@@ -430,11 +443,13 @@ def summary_rows(records: list[Record], dataset: str, profile: str,
     Beside the printed cells (strings), a row holds what they were printed from:
     ``base`` (the method), ``tag`` (the records' tag, None for the profile), ``cut``,
     ``missing`` (the expected seeds absent from a full profile's row), and ``mean`` /
-    ``sd`` per metric (the sample sd, 0 for one seed; neither for cut runs)."""
+    ``sd`` per metric (the sample sd, 0 for one seed; neither for cut runs), and
+    ``values`` per metric (the seeds' own values, in seed order; none for cut runs)."""
     rows = []
     by_variant: dict[tuple[str, str | None], list[Record]] = {}
+    split = split or profile_split(dataset, profile)
     for r in records:
-        if r.dataset == dataset and r.profile == profile:
+        if r.dataset == dataset and r.profile == profile and r.data.get("split") == split:
             cut = CUT if r.data.get("stopped_at") is not None else None
             tag = ", ".join(t for t in (r.tag, cut) if t) or None
             by_variant.setdefault((r.method, tag), []).append(r)
@@ -447,7 +462,7 @@ def summary_rows(records: list[Record], dataset: str, profile: str,
         row = {"method": method + (f" [{tag}]" if tag else ""),
                "seeds": ", ".join(map(str, seeds)) or "none",
                "base": method, "tag": recs[0].tag if recs else None, "cut": is_cut,
-               "missing": [], "mean": {}, "sd": {}}
+               "missing": [], "mean": {}, "sd": {}, "values": {}}
         if is_cut:
             row["seeds"] = ", ".join(f"{r.seed} ({_stopped(r)})" for r in recs)
         if profile == "full" and tag is None:
@@ -459,6 +474,7 @@ def summary_rows(records: list[Record], dataset: str, profile: str,
             # runs cut at different points are not samples of one thing: each on its own
             row[m] = ", ".join(f"{v:.4f}" for v in vals) if is_cut else _mean_sd(vals)
             if vals and not is_cut:
+                row["values"][m] = [float(v) for v in vals]
                 row["mean"][m] = float(np.mean(vals))
                 row["sd"][m] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
         walls = [r.data["wall_time_s"] for r in recs]

@@ -245,6 +245,23 @@ def test_optimal_target_satisfies_the_kkt_conditions_and_beats_the_closed_form()
     assert float(depict_objective(torch.softmax(A.detach(), 1), p)) >= best - 1e-10
 
 
+def test_optimal_target_where_the_plain_iteration_oscillates():
+    """Every row p = (0.7, 0.3): the plain fixed-point iteration alternates between p and
+    the uniform rows for ever; the minimiser is q ∝ sqrt(p) (all rows equal, so f = q and
+    the objective is sum_k q_k log(q_k^2 / (p_k / K))), which the damped update reaches."""
+    from dcl_lib.methods.depict import depict_optimal_target
+
+    p = torch.tensor([[0.7, 0.3]], dtype=torch.float64).repeat(50, 1)
+    q = depict_optimal_target(p)
+    root = p.sqrt() / p.sqrt().sum(1, keepdim=True)
+    assert torch.allclose(q, root, atol=1e-12)
+    with pytest.raises(RuntimeError, match="did not converge"):
+        depict_optimal_target(p, damping=1.0, max_iter=1000)
+    for d in (0.0, 1.5):
+        with pytest.raises(ValueError, match="damping"):
+            depict_optimal_target(p, damping=d)
+
+
 def test_pretrained_network_replaces_pretraining(tmp_path, monkeypatch):
     """A committed pretrained export is loaded instead of pretraining (the history has no
     pretraining epoch and names the file); DCL_RETRAIN=1 pretrains live; a missing file

@@ -7,6 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dcl_lib.campaign import check_provenance
@@ -197,6 +198,25 @@ def test_tables_show_missing_methods_and_seeds():
     assert by["nosuch-method"]["missing"] == [0, 1, 2] and by["nosuch-method"]["mean"] == {}
     assert (g["base"], g["tag"], g["cut"]) == ("gmm", None, False)
     assert "--seed 0 1 2" in by["gmm"]["command"]
+    # the seeds' own values, in seed order, are what the mean and sd summarise
+    assert len(g["values"]["acc"]) == 3 and g["values"]["acc"][0] == next(
+        r.data["metrics"]["acc"] for r in load_records(RESULTS)
+        if (r.method, r.profile, r.seed, r.tag) == ("gmm", "full", 0, None) and r.dataset == "mnist")
+    assert abs(np.mean(g["values"]["acc"]) - g["mean"]["acc"]) < 1e-12
+    assert abs(np.std(g["values"]["acc"], ddof=1) - g["sd"]["acc"]) < 1e-12
+
+
+def test_a_table_holds_the_runs_of_its_profile_s_split_only():
+    """The quick profile's DEPICT runs on MNIST's test images are not rows of the quick
+    profile's table (its 10,000 training images): they have their own, by split."""
+    recs = load_records(RESULTS)
+    quick = {r["method"]: r for r in summary_rows(recs, "mnist", "quick") if r["tag"] is None}
+    test = {r["method"]: r for r in summary_rows(recs, "mnist", "quick", split="test")}
+    assert quick["depict"]["seeds"] == "0" and test["depict"]["seeds"] == "0, 1, 2"
+    assert abs(quick["depict"]["mean"]["acc"] - next(
+        r.data["metrics"]["acc"] for r in recs if r.method == "depict" and r.profile == "quick"
+        and r.tag is None and r.data["split"] == "train")) < 1e-12
+    assert set(test) == {"depict"}  # no other method has quick runs on the test images
 
 
 def test_readme_block_is_generated_from_the_results():

@@ -71,20 +71,30 @@ def depict_target(p: torch.Tensor, kind: str = "sqrt") -> torch.Tensor:
     return q / q.sum(1, keepdim=True)
 
 
-def depict_optimal_target(p: torch.Tensor, tol: float = 1e-12, max_iter: int = 10_000
-                          ) -> torch.Tensor:
+def depict_optimal_target(p: torch.Tensor, tol: float = 1e-12, max_iter: int = 10_000,
+                          damping: float = 0.5) -> torch.Tensor:
     """The exact minimiser of :func:`depict_objective` over Q for fixed P.
 
     The objective is strictly convex in Q (KL(Q || P) is, and f log(K f) is convex in f,
     which is linear in Q), so its stationary point is the unique minimum.  Stationarity
-    with a multiplier per row gives q_ik ∝ p_ik / f_k with f_k = mean_i q_ik; iterating
-    f <- mean_i q, q <- rows of p / f normalised converges to it (linearly).  Stops
-    when no entry of Q moves by more than ``tol``.
+    with a multiplier per row gives q_ik ∝ p_ik / f_k with f_k = mean_i q_ik.  The plain
+    fixed-point iteration f <- mean_i q, q <- rows of p / f normalised can oscillate: with
+    every row of p equal to (0.7, 0.3) it alternates between p and the uniform rows for
+    ever, while the minimiser is q ∝ sqrt(p).  So the update is damped in log space,
+    log q <- (1 - damping) log q + damping (log p - log f), rows normalised; with the
+    default 1/2 each step halves the deviation along every direction the plain step
+    reverses (the equal-rows case converges in one step).  ``damping=1`` is the plain
+    iteration.  Stops when no entry of Q moves by more than ``tol``.
     """
-    q = p / p.sum(1, keepdim=True)
+    if not 0 < damping <= 1:
+        raise ValueError(f"damping must be in (0, 1], got {damping}")
+    log_p = torch.log(p)
+    log_q = torch.log_softmax(log_p, 1)
+    q = log_q.exp()
     for _ in range(max_iter):
-        new = p / q.mean(0, keepdim=True)
-        new = new / new.sum(1, keepdim=True)
+        step = log_p - torch.log(q.mean(0, keepdim=True))
+        log_q = torch.log_softmax((1 - damping) * log_q + damping * step, 1)
+        new = log_q.exp()
         done = bool((new - q).abs().max() <= tol)
         q = new
         if done:
