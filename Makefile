@@ -4,7 +4,12 @@
 #               executes once, and a failing cell, a broken cross-reference, glue key or
 #               citation, or a chapter over 180 s fails it (Sphinx warnings are errors)
 #   make nbval  the notebooks under nbval, cell by cell (NB=notebooks/03_dcan.ipynb for one)
-# Data: point DCL_DATA_MIRROR at a folder with the original archives (see README).
+# Data: point DCL_DATA_MIRROR at a folder with the original archives (see README).  A
+# relative path is made absolute here: the notebooks execute with their own folder as the
+# working directory, where ../shared/data would name another folder.
+ifdef DCL_DATA_MIRROR
+export DCL_DATA_MIRROR := $(abspath $(DCL_DATA_MIRROR))
+endif
 
 PYTHON ?= python3
 VENV   ?= .venv
