@@ -449,7 +449,8 @@ def summary_rows(records: list[Record], dataset: str, profile: str,
     by_variant: dict[tuple[str, str | None], list[Record]] = {}
     split = split or profile_split(dataset, profile)
     for r in records:
-        if r.dataset == dataset and r.profile == profile and r.data.get("split") == split:
+        # (a record that names no split, as a hand-made one in a test, counts as the split's)
+        if r.dataset == dataset and r.profile == profile and r.data.get("split", split) == split:
             cut = CUT if r.data.get("stopped_at") is not None else None
             tag = ", ".join(t for t in (r.tag, cut) if t) or None
             by_variant.setdefault((r.method, tag), []).append(r)
