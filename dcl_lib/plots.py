@@ -11,7 +11,8 @@ import torch
 from .metrics import aligned_confusion
 
 __all__ = ["image_grid", "show_images", "plot_confusion", "plot_curves", "plot_latent_2d",
-           "images_per_cluster", "plot_gmm_2d", "draw_schematic", "SCHEMATIC_COLOURS"]
+           "images_per_cluster", "plot_gmm_2d", "draw_schematic", "SCHEMATIC_COLOURS",
+           "plot_partitions_2d"]
 
 
 def _np(a):
@@ -183,3 +184,27 @@ def draw_schematic(nodes: dict, edges: list, ax=None, title: str | None = None,
     if title:
         ax.set_title(title, fontsize=9)
     return ax
+
+
+def plot_partitions_2d(X, panels, samples=None, size=(10, 3)):
+    """One scatter of the 2-D points ``X`` per ``(labels, title)`` in ``panels``, then (if
+    given) one of each generator's ``samples`` ``(K, n, 2)``; returns the figure."""
+    X = _np(X)
+    if X.ndim != 2 or X.shape[1] != 2:
+        raise ValueError(f"expected (N, 2) points, got {X.shape}")
+    n = len(panels) + (samples is not None)
+    fig, axes = plt.subplots(1, n, figsize=size, squeeze=False)
+    axes = axes[0]
+    for ax, (labels, title) in zip(axes, panels):
+        ax.scatter(*X.T, c=_np(labels), cmap="coolwarm", s=2)
+        ax.set_title(title)
+    if samples is not None:
+        for k, s in enumerate(_np(samples)):
+            axes[-1].scatter(*s.T, s=2, label=f"$G_{k + 1}$")
+        axes[-1].set_title("samples of the generators")
+        axes[-1].legend(fontsize=7, markerscale=4)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig

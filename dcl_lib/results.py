@@ -129,7 +129,7 @@ ADDED_FIELDS: dict[str, dict[str, Any]] = {
 # exceed MAX_FILE_BYTES, nor the tracked results/ MAX_RESULTS_BYTES in all
 # (tests/test_repository.py): an export over the cap is dropped like a variant's.
 KEPT_VARIANT_CHECKPOINTS: dict[str, str] = {
-    "clustergan/mnist-train-quick-seed0-long.pt": "notebooks/05_clustergan.ipynb",
+    "clustergan/mnist-train-quick-seed0-long.pt": "notebooks/05_clustergan_notes.ipynb",
     "clustergan/mnist-train-quick-seed0-wide.pt": "notebooks/05_clustergan.ipynb",
     "depict/mnist-train-quick-seed0-pretrained.pt": "notebooks/04_depict.ipynb",
 }

@@ -34,6 +34,7 @@ def hidden_names_used(cells: list[dict]) -> list[tuple[int, str, int]]:
     """(visible cell, name, hidden cell that bound it) for each name a visible code cell
     uses that only a hidden cell before it bound."""
     hidden_only: dict[str, int] = {}
+    visible: set[str] = set()  # bound by a visible cell: a hidden cell's rebinding is harmless
     found = []
     for i, c in enumerate(cells):
         if c["cell_type"] != "code":
@@ -43,12 +44,13 @@ def hidden_names_used(cells: list[dict]) -> list[tuple[int, str, int]]:
                                    if not l.lstrip().startswith(("%", "!"))))
         bound = _bound(tree)
         if HIDDEN & set(c.get("metadata", {}).get("tags", [])):
-            for name in bound:
+            for name in bound - visible:
                 hidden_only.setdefault(name, i)
             continue
         found += [(i, n, hidden_only[n]) for n in sorted(_used(tree) - bound) if n in hidden_only]
         for name in bound:
             hidden_only.pop(name, None)
+        visible |= bound
     return found
 
 
@@ -60,7 +62,8 @@ def test_the_check_sees_a_name_only_a_hidden_cell_defines():
     cells = _cells(("import numpy as np\nreal = np.ones(3)", ["hide-input"]),
                    ("print(real.sum())", []),
                    ("real = 2\nprint(real)", []),
-                   ("x = 1", ["hide-input"]), ("x = 2\nprint(x)", []))
+                   ("x = 1", ["hide-input"]), ("x = 2\nprint(x)", []),
+                   ("import math", []), ("import math", ["hide-input"]), ("math.pi", []))
     assert hidden_names_used(cells) == [(1, "real", 0)]
 
 
@@ -70,3 +73,98 @@ def test_hidden_cells_only_draw(path):
     bad = hidden_names_used(cells)
     assert not bad, (f"{path.name}: visible cells use names that only a hidden cell defines "
                      f"(cell, name, hidden cell): {bad}")
+
+
+def test_hidden_cells_neither_glue_nor_assert():
+    """A hidden cell only draws: a number the text glues, or a claim the page asserts, is
+    computed where the reader sees it."""
+    bad = []
+    for path in NOTEBOOKS:
+        for i, c in enumerate(json.loads(path.read_text())["cells"]):
+            if c["cell_type"] == "code" and HIDDEN & set(c.get("metadata", {}).get("tags", [])):
+                tree = ast.parse("".join(c["source"]))
+                calls = {n.func.id for n in ast.walk(tree)
+                         if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+                if "glue" in calls or any(isinstance(n, ast.Assert) for n in ast.walk(tree)):
+                    bad.append((path.name, i))
+    assert not bad, f"hidden cells that glue or assert (notebook, cell): {bad}"
+
+
+# --- the lessons' size, and the book's numbering --------------------------------------
+
+import re  # noqa: E402
+
+import yaml  # noqa: E402
+
+LESSONS = [ROOT / "notebooks" / f"{n}.ipynb" for n in
+           ("01_gmm_em", "02_ganmm", "03_dcan", "04_depict", "05_clustergan", "06_vcami")]
+# logistics a lesson does not tell (they belong to the reproduction notes)
+LOGISTICS = ("window", "campaign", "at once", "avx", "cache key", "--tag", "h200", "--parallel")
+
+
+def lesson_size(path: Path) -> dict:
+    """Prose words (markdown, display maths and code blocks left out), code lines (every
+    line of every code cell, hidden ones and blank ones included), glue references, and the
+    logistics words the prose uses."""
+    words = code = glue = 0
+    found = set()
+    for c in json.loads(path.read_text())["cells"]:
+        text = "".join(c["source"])
+        if c["cell_type"] == "code":
+            code += len(text.split("\n")) if text else 0
+        elif c["cell_type"] == "markdown":
+            glue += len(re.findall(r"\{glue(?::\w+)?\}", text))
+            prose = re.sub(r"```.*?```|\$\$.*?\$\$", " ", text, flags=re.S)
+            words += len(prose.split())
+            found |= {w for w in LOGISTICS if w in text.lower()}
+    return {"words": words, "code": code, "glue": glue, "logistics": sorted(found)}
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_a_lesson_fits_one_sitting(path):
+    size = lesson_size(path)
+    assert size["words"] <= 4500 and size["code"] <= 500 and size["glue"] <= 60, size
+    assert not size["logistics"], size
+
+
+def test_lesson_size_counts_what_it_says():
+    nb = {"cells": [{"cell_type": "markdown", "source": ["One two {glue:text}`k` $$x y$$\n",
+                                                         "```bash\nnot counted\n```\nwindow"]},
+                    {"cell_type": "code", "source": ["a = 1\n", "\n", "b = 2"]}]}
+    p = ROOT / "_build" / "tmp_lesson_size.ipynb"
+    p.parent.mkdir(exist_ok=True)
+    p.write_text(json.dumps(nb))
+    try:
+        assert lesson_size(p) == {"words": 4, "code": 3, "glue": 1, "logistics": ["window"]}
+    finally:
+        p.unlink()
+
+
+def _numbered_chapters() -> list[Path]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    (part,) = [p for p in toc["parts"] if p.get("numbered")]
+    return [ROOT / f"{c['file']}.ipynb" for c in part["chapters"]]
+
+
+def test_chapter_n_is_notebook_0n_and_its_lemmas_and_headings_follow_the_book():
+    """The book numbers chapters, sections, figures and equations; a numbered chapter's
+    own headings carry no number of their own (else "3.2. 1. GANs"); a lemma is numbered
+    by the chapter that states it (Lemma 2.1 in chapter 2), and a lemma cited elsewhere is
+    cited by that number, not restated under another."""
+    chapters = _numbered_chapters()
+    assert [p.name[:2] for p in chapters] == [f"{i:02d}" for i in range(1, len(chapters) + 1)]
+    stated, cited = set(), []
+    for i, path in enumerate(chapters, start=1):
+        md = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"]
+                       if c["cell_type"] == "markdown")
+        md = re.sub(r"```(?!\{math\}).*?```", " ", md, flags=re.S)
+        numbered = re.findall(r"(?m)^#{1,4} \d+[a-z]?[.\s]", md)
+        assert not numbered, f"{path.name}: headings numbered by hand: {numbered}"
+        here = set(re.findall(r"\*\*Lemma (\d+\.\d+)\.\*\*|\(Lemma (\d+\.\d+)\)\n", md))
+        here = {a or b for a, b in here}
+        assert {int(n.split(".")[0]) for n in here} <= {i}, f"{path.name} states {here}"
+        stated |= here
+        cited += [(path.name, n) for n in re.findall(r"Lemma (\d+\.\d+)", md)]
+        bare = re.findall(r"(?<!poster's )Lemma \d+(?![.\d])", md)
+        assert not bare, f"{path.name}: lemmas without their chapter: {bare}"
+    assert stated and all(n in stated for _, n in cited), (stated, cited)

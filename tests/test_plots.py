@@ -21,3 +21,19 @@ def test_draw_schematic_draws_every_box_and_arrow_and_rejects_bad_input():
     with pytest.raises(ValueError, match="unknown nodes"):
         draw_schematic(nodes, [("x", "nowhere")])
     plt.close("all")
+
+
+def test_plot_partitions_2d_draws_one_panel_per_partition_and_one_for_the_samples():
+    import numpy as np
+
+    from dcl_lib.plots import plot_partitions_2d
+
+    X = np.random.default_rng(0).normal(size=(50, 2))
+    fig = plot_partitions_2d(X, [(X[:, 0] > 0, "a"), (X[:, 1] > 0, "b")],
+                             samples=np.zeros((3, 10, 2)))
+    assert [ax.get_title() for ax in fig.axes] == ["a", "b", "samples of the generators"]
+    assert len(fig.axes[0].collections[0].get_offsets()) == 50
+    assert len(fig.axes[2].collections) == 3
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        plot_partitions_2d(np.zeros((5, 3)), [])
+    plt.close("all")
