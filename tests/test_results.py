@@ -216,7 +216,8 @@ def test_a_table_holds_the_runs_of_its_profile_s_split_only():
     assert abs(quick["depict"]["mean"]["acc"] - next(
         r.data["metrics"]["acc"] for r in recs if r.method == "depict" and r.profile == "quick"
         and r.tag is None and r.data["split"] == "train")) < 1e-12
-    assert set(test) == {"depict"}  # no other method has quick runs on the test images
+    # no other method has quick runs on the test images (DEPICT's variants are its own)
+    assert {m.split(" [")[0] for m in test} == {"depict"}
 
 
 def test_readme_block_is_generated_from_the_results():
