@@ -130,7 +130,7 @@ def test_the_denoising_step_reconstructs_the_clean_input():
     x_in = F.dropout(x, 0.5) * 0.5
     assert (x_in == 0).float().mean() > 0.3 and torch.equal(x_in[x_in != 0], x[x_in != 0])
     ref = F.binary_cross_entropy(b(x_in)[1], x)
-    assert float(loss) == pytest.approx(float(ref), rel=1e-6)
+    assert float(loss) == pytest.approx(float(ref.detach()), rel=1e-6)
     ref.backward()
     for (n, pa), pb in zip(a.named_parameters(), b.parameters()):
         assert torch.allclose(pa, pb.detach() - pb.grad, atol=1e-6), n  # one SGD step, lr 1
