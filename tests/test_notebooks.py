@@ -5,13 +5,26 @@ variable, a function) and a later visible cell uses would be used without ever b
 defined on the page.  Checked statically on the stored notebooks (no execution)."""
 import ast
 import json
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 HIDDEN = {"hide-input", "remove-input", "remove-cell"}
+
+
+def _is_hidden(cell: dict) -> bool:
+    return bool(HIDDEN & set(cell.get("metadata", {}).get("tags", [])))
+
+
+def _tree(cell: dict) -> ast.AST:
+    """A code cell's syntax tree (IPython's magic and shell lines left out)."""
+    text = "".join(cell["source"])
+    return ast.parse("\n".join(l for l in text.splitlines()
+                               if not l.lstrip().startswith(("%", "!"))))
 
 
 def _bound(tree: ast.AST) -> set[str]:
@@ -39,11 +52,9 @@ def hidden_names_used(cells: list[dict]) -> list[tuple[int, str, int]]:
     for i, c in enumerate(cells):
         if c["cell_type"] != "code":
             continue
-        text = "".join(c["source"])
-        tree = ast.parse("\n".join(l for l in text.splitlines()
-                                   if not l.lstrip().startswith(("%", "!"))))
+        tree = _tree(c)
         bound = _bound(tree)
-        if HIDDEN & set(c.get("metadata", {}).get("tags", [])):
+        if _is_hidden(c):
             for name in bound - visible:
                 hidden_only.setdefault(name, i)
             continue
@@ -81,8 +92,8 @@ def test_hidden_cells_neither_glue_nor_assert():
     bad = []
     for path in NOTEBOOKS:
         for i, c in enumerate(json.loads(path.read_text())["cells"]):
-            if c["cell_type"] == "code" and HIDDEN & set(c.get("metadata", {}).get("tags", [])):
-                tree = ast.parse("".join(c["source"]))
+            if c["cell_type"] == "code" and _is_hidden(c):
+                tree = _tree(c)
                 calls = {n.func.id for n in ast.walk(tree)
                          if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
                 if "glue" in calls or any(isinstance(n, ast.Assert) for n in ast.walk(tree)):
@@ -91,10 +102,6 @@ def test_hidden_cells_neither_glue_nor_assert():
 
 
 # --- the lessons' size, and the book's numbering --------------------------------------
-
-import re  # noqa: E402
-
-import yaml  # noqa: E402
 
 LESSONS = [ROOT / "notebooks" / f"{n}.ipynb" for n in
            ("01_gmm_em", "02_ganmm", "03_dcan", "04_depict", "05_clustergan", "06_vcami")]
@@ -127,17 +134,13 @@ def test_a_lesson_fits_one_sitting(path):
     assert not size["logistics"], size
 
 
-def test_lesson_size_counts_what_it_says():
+def test_lesson_size_counts_what_it_says(tmp_path):
     nb = {"cells": [{"cell_type": "markdown", "source": ["One two {glue:text}`k` $$x y$$\n",
                                                          "```bash\nnot counted\n```\nwindow"]},
                     {"cell_type": "code", "source": ["a = 1\n", "\n", "b = 2"]}]}
-    p = ROOT / "_build" / "tmp_lesson_size.ipynb"
-    p.parent.mkdir(exist_ok=True)
+    p = tmp_path / "lesson.ipynb"
     p.write_text(json.dumps(nb))
-    try:
-        assert lesson_size(p) == {"words": 4, "code": 3, "glue": 1, "logistics": ["window"]}
-    finally:
-        p.unlink()
+    assert lesson_size(p) == {"words": 4, "code": 3, "glue": 1, "logistics": ["window"]}
 
 
 def _numbered_chapters() -> list[Path]:
