@@ -43,6 +43,9 @@ RECIPES = {
     "dec-keras": {"ae_loss": "mse", "ae_optimizer": "sgd", "lr": 1.0, "ae_momentum": 0.9, "ae_init": "dec",
                   "input_dropout": 0.0, "epochs": 300},
     "adam-mse": {"ae_loss": "mse", "ae_init": "dec", "input_dropout": 0.0},
+    # the same with the learning rate falling as a cosine to 0 over the 100 epochs
+    "adam-mse-cosine": {"ae_loss": "mse", "ae_init": "dec", "input_dropout": 0.0,
+                        "ae_lr_schedule": "cosine"},
     "adam-bce-nodrop": {"input_dropout": 0.0},
     "sgd-bce": {"ae_optimizer": "sgd", "lr": 1.0, "ae_momentum": 0.9, "ae_init": "dec",
                 "input_dropout": 0.0, "epochs": 300},

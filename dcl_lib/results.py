@@ -101,7 +101,8 @@ RETIRED_FIELDS: dict[str, dict[str, str]] = {
 # code then had no such option and behaved as this default does).
 # the autoencoder's recipe options (the runs before them trained with BCE, Adam and
 # PyTorch's initialisation)
-_AE_RECIPE = {"ae_loss": "bce", "ae_optimizer": "adam", "ae_momentum": 0.9, "ae_init": "torch"}
+_AE_RECIPE = {"ae_loss": "bce", "ae_optimizer": "adam", "ae_momentum": 0.9, "ae_init": "torch",
+              "ae_lr_schedule": "constant"}
 ADDED_FIELDS: dict[str, dict[str, Any]] = {
     "gmm-ae": {"weight_decay": 0.0, "input_dropout": 0.2, **_AE_RECIPE},
     "dcan": dict(_AE_RECIPE),

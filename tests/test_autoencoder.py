@@ -162,9 +162,49 @@ def test_the_recipe_options_build_and_train_what_they_say():
     X = load_dataset("digits").flat()[:400]
     m, h = train_autoencoder(X, cfg, seed=0, verbose=False)
     assert h["loss/recon"][-1] < h["loss/recon"][0]
-    for field, value in (("ae_loss", "l1"), ("ae_optimizer", "rmsprop"), ("ae_init", "he")):
+    for field, value in (("ae_loss", "l1"), ("ae_optimizer", "rmsprop"), ("ae_init", "he"),
+                         ("ae_lr_schedule", "step")):
         with pytest.raises(ValueError, match=f"{field} must be"):
             train_autoencoder(X, dataclasses.replace(cfg, **{field: value}), verbose=False)
+
+
+def test_the_cosine_schedule_sets_each_epochs_learning_rate_and_resumes_on_it(tmp_path):
+    """ae_lr_schedule='cosine': epoch e of E trains at lr (1 + cos(pi (e-1)/E)) / 2 (an
+    independent formula, read from the optimiser inside the epoch); 'constant' keeps lr;
+    a run stopped and resumed trains the same weights as one straight run."""
+    import dataclasses
+    import math
+
+    from dcl_lib.methods import autoencoder as ae_mod
+    from dcl_lib.train import TrainState
+
+    cfg = AutoencoderConfig(hidden=(16,), latent_dim=3, lr=0.01, epochs=4, batch_size=100,
+                            ae_lr_schedule="cosine")
+    X = load_dataset("digits").flat()[:200]
+    seen = []
+    real = ae_mod.update_autoencoder
+
+    def spy(model, opt, x, *a):
+        seen.append(opt.param_groups[0]["lr"])
+        return real(model, opt, x, *a)
+
+    ae_mod.update_autoencoder = spy
+    try:
+        straight, _ = train_autoencoder(X, cfg, seed=0, verbose=False)
+        const = dataclasses.replace(cfg, ae_lr_schedule="constant")
+        train_autoencoder(X, const, seed=0, verbose=False)
+    finally:
+        ae_mod.update_autoencoder = real
+    want = [0.01 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)]
+    assert seen[:8] == pytest.approx([w for w in want for _ in range(2)], rel=1e-12)
+    assert seen[8:] == [0.01] * 8
+    cut = TrainState(tmp_path / "ae.pt", every_s=0, budget_s=0)  # stops after epoch 1
+    train_autoencoder(X, cfg, seed=0, verbose=False, state=cut)
+    assert cut.stopped_at == 1
+    resumed, _ = train_autoencoder(X, cfg, seed=0, verbose=False,
+                                   state=TrainState(tmp_path / "ae.pt", resume=True))
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
 
 
 def test_ae_kmeans_runner_reloads_to_its_labels(tmp_path, monkeypatch):

@@ -19,7 +19,7 @@ from .._io import atomic_path, user_cache
 from ..config import MethodConfig, retrain_requested
 from ..nets import MLPAutoencoder
 from .base import FitResult, MethodSpec, RunContext
-from ..train import (History, LossWindow, TrainState, batched, make_adam, minibatches, progress,
+from ..train import (History, LossWindow, TrainState, batched, cosine_lr, make_adam, minibatches, progress,
                      seeded_generator)
 
 __all__ = ["AutoencoderConfig", "build_autoencoder", "update_autoencoder", "train_autoencoder",
@@ -44,6 +44,8 @@ class AutoencoderConfig(MethodConfig):
     ae_init: str = "torch"                         # "torch" (PyTorch's default) or "dec":
                                                 # U(-sqrt(1/fan_in), +), zero biases (DEC-keras'
                                                 # VarianceScaling(1/3, fan_in, uniform))
+    ae_lr_schedule: str = "constant"            # "constant" or "cosine": epoch e (1-based) of
+                                                # E runs at lr * (1 + cos(pi (e-1)/E)) / 2
 
     # quick: a narrower stack and fewer epochs, well under a minute on 2 CPU cores
     profiles = {"quick": {"hidden": (256, 256, 512), "epochs": 50}, "full": {}}
@@ -55,6 +57,9 @@ class AutoencoderConfig(MethodConfig):
             raise ValueError(f"ae_optimizer must be 'adam' or 'sgd', got {self.ae_optimizer!r}")
         if self.ae_init not in ("torch", "dec"):
             raise ValueError(f"ae_init must be 'torch' or 'dec', got {self.ae_init!r}")
+        if self.ae_lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"ae_lr_schedule must be 'constant' or 'cosine', "
+                             f"got {self.ae_lr_schedule!r}")
 
     def autoencoder(self) -> "AutoencoderConfig":
         """The autoencoder's own fields, from this config or a method config that extends
@@ -76,6 +81,17 @@ def update_autoencoder(model: MLPAutoencoder, opt: torch.optim.Optimizer, x: tor
     loss.backward()
     opt.step()
     return loss.detach()
+
+
+def epoch_lr(cfg: AutoencoderConfig, epoch: int) -> float:
+    """The learning rate of epoch ``epoch`` (1-based) under ``cfg.ae_lr_schedule``: ``lr``
+    throughout, or a cosine from ``lr`` at the first epoch towards 0 after the last
+    (a function of the epoch alone, so a resumed run continues the same schedule)."""
+    if not 1 <= epoch <= cfg.epochs:
+        raise ValueError(f"epoch must be in 1..{cfg.epochs}, got {epoch}")
+    if cfg.ae_lr_schedule == "constant":
+        return cfg.lr
+    return cosine_lr(cfg.lr, epoch - 1, cfg.epochs)
 
 
 def build_autoencoder(in_dim: int, cfg: AutoencoderConfig) -> MLPAutoencoder:
@@ -124,6 +140,8 @@ def train_autoencoder(X: torch.Tensor, cfg: AutoencoderConfig, seed: int = 0,
     window = LossWindow(unit="epoch")
     model.train()
     for epoch in progress(range(start + 1, cfg.epochs + 1), desc="autoencoder", verbose=verbose):
+        for group in opt.param_groups:
+            group["lr"] = epoch_lr(cfg, epoch)
         for b in minibatches(len(X), cfg.batch_size, g):
             window.add(epoch, weight=len(b),
                        recon=update_autoencoder(model, opt, X[b], cfg.input_dropout, cfg.ae_loss))
