@@ -17,7 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a method and write results JSON (+ checkpoint)")
     r.add_argument("method", help=f"one of: {', '.join(method_names())}")
     r.add_argument("--dataset", default="mnist", help=f"one of: {', '.join(sorted(DATASETS))}")
-    r.add_argument("--profile", default=None, help="quick (default, CPU) or full (paper scale)")
+    r.add_argument("--profile", default=None,
+                   help="quick (default, CPU), full (paper scale) or a method's own (depict: paper)")
     r.add_argument("--seed", type=int, nargs="+", default=[0], help="one or more seeds")
     r.add_argument("--split", default=None, help="train, test or all (default: the profile's)")
     r.add_argument("--subset", type=int, default=None,

@@ -26,7 +26,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
-__all__ = ["PROFILES", "DATA_PROFILES", "DataProfile", "MethodConfig", "resolve_profile",
+__all__ = ["PROFILES", "DATA_PROFILES", "METHOD_PROFILES", "DataProfile", "MethodConfig", "resolve_profile",
            "coerce_value"]
 
 PROFILES = ("quick", "full")
@@ -45,11 +45,16 @@ DATA_PROFILES: dict[str, DataProfile] = {
     # sees the same images.
     "quick": DataProfile(split="train", subset=10_000),
     "full": DataProfile(split="all", subset=None),
+    # a method's own extra profile (only a method whose config defines it accepts it):
+    # DEPICT's official schedule on the whole of the split the command line names
+    "paper": DataProfile(split="all", subset=None),
 }
+METHOD_PROFILES = tuple(p for p in DATA_PROFILES if p not in PROFILES)
 
 
-def resolve_profile(profile: str | None = None) -> str:
-    """``quick`` (CPU, a subset, minutes) or ``full`` (paper scale).
+def resolve_profile(profile: str | None = None, extra: tuple[str, ...] = ()) -> str:
+    """``quick`` (CPU, a subset, minutes) or ``full`` (paper scale), or one of ``extra``
+    (a method's own profiles, see :data:`METHOD_PROFILES`).
 
     ``None`` reads ``$DCL_PROFILE`` and falls back to ``quick``; anything else that
     is not a profile name raises ``ValueError``.
@@ -57,8 +62,9 @@ def resolve_profile(profile: str | None = None) -> str:
     if profile is None:
         profile = os.environ.get("DCL_PROFILE", "quick")
     p = str(profile).strip().lower()
-    if p not in PROFILES:
-        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r} "
+    allowed = PROFILES + tuple(e for e in extra if e in METHOD_PROFILES)
+    if p not in allowed:
+        raise ValueError(f"profile must be one of {allowed}, got {profile!r} "
                          f"(check the --profile flag or DCL_PROFILE)")
     return p
 
@@ -154,7 +160,7 @@ class MethodConfig:
     @classmethod
     def for_profile(cls, profile: str | None = None):
         """The defaults with the profile's changes; ``None`` reads ``$DCL_PROFILE``."""
-        p = resolve_profile(profile)
+        p = resolve_profile(profile, extra=tuple(cls.profiles))
         return cls.from_dict(cls.profiles.get(p, {}), base=cls())
 
     @classmethod

@@ -102,11 +102,11 @@ def labels_digest(labels) -> str:
 
 def check_request(method: str, dataset: str, profile: str | None, seeds) -> tuple[str, str, str]:
     """Validate a run request before anything is loaded or written."""
-    get_spec(method)  # ValueError for an unknown method
+    spec = get_spec(method)  # ValueError for an unknown method
     key = dataset.lower().replace("_", "-")
     if key not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}")
-    prof = resolve_profile(profile)
+    prof = resolve_profile(profile, extra=tuple(spec.config.profiles))
     for s in seeds:
         if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0:
             raise ValueError(f"seeds must be non-negative integers, got {s!r}")

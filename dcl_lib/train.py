@@ -550,8 +550,11 @@ class TrainState:
         set_rng_state(snap["rng"])
         if self._history is not None:
             self._history.load({**snap["history"], "elapsed": snap["elapsed"]})
-        self.resumed_from = {"elapsed": snap["elapsed"], **{k: v for k, v in snap["progress"].items()
-                                                            if not isinstance(v, torch.Tensor)}}
+        # what the run says it resumed from: the progress' plain values (not its tensors,
+        # nor the containers of them a loop may save, such as a best network's weights)
+        self.resumed_from = {"elapsed": snap["elapsed"], **{
+            k: v for k, v in snap["progress"].items()
+            if v is None or isinstance(v, (bool, int, float, str))}}
         return dict(snap["progress"])
 
     def out_of_time(self) -> bool:

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from dcl_lib.config import DATA_PROFILES, PROFILES, coerce_value, resolve_profile
+from dcl_lib.config import DATA_PROFILES, METHOD_PROFILES, PROFILES, coerce_value, resolve_profile
 from dcl_lib.methods import get_spec, method_names
 
 
@@ -16,13 +16,22 @@ def test_resolve_profile(monkeypatch):
     assert resolve_profile() == "full"
     with pytest.raises(ValueError, match="profile must be one of"):
         resolve_profile("medium")
-    assert set(DATA_PROFILES) == set(PROFILES)
+    assert set(DATA_PROFILES) == set(PROFILES) | set(METHOD_PROFILES)
+    # a method's own profile only where its config defines one
+    assert resolve_profile("paper", extra=("paper",)) == "paper"
+    with pytest.raises(ValueError, match="profile must be one of"):
+        resolve_profile("paper")
+    with pytest.raises(ValueError, match="profile must be one of"):
+        resolve_profile("medium", extra=("medium",))  # not a profile the data know
 
 
 @pytest.mark.parametrize("name", method_names())
 def test_every_method_config_has_both_profiles_and_rejects_others(name):
     cls = get_spec(name).config
-    assert set(cls.profiles) <= set(PROFILES)
+    assert set(cls.profiles) <= set(PROFILES) | set(METHOD_PROFILES)
+    if "paper" not in cls.profiles:
+        with pytest.raises(ValueError, match="profile must be one of"):
+            cls.for_profile("paper")
     for p in PROFILES:
         cfg = cls.for_profile(p)
         assert dataclasses.is_dataclass(cfg)

@@ -340,8 +340,8 @@ def test_update_network_is_the_step_of_its_equation():
     w = [1.0, cfg.hidden_weight, cfg.hidden_weight]
     rec_ref = sum(w[l] * ((recon[l] - clean[l]) ** 2).mean() for l in range(3))
     ce_ref = -(q * F.log_softmax(ref.head(noisy[-1]), 1)).sum(1).mean()
-    assert float(rec) == pytest.approx(float(rec_ref), rel=1e-5)
-    assert float(ce) == pytest.approx(float(ce_ref), rel=1e-5)
+    assert float(rec) == pytest.approx(float(rec_ref.detach()), rel=1e-5)
+    assert float(ce) == pytest.approx(float(ce_ref.detach()), rel=1e-5)
     (cfg.recon_weight * rec_ref + ce_ref).backward()
     for (name, pa), pb in zip(net.named_parameters(), ref.parameters()):
         assert torch.allclose(pa, pb.detach() - pb.grad, atol=1e-6), name
@@ -393,3 +393,173 @@ def test_the_defaults_of_the_targets_and_the_reconstruction():
     loss = reconstruction_loss(clean, recon, detach_targets=False)
     loss.backward()
     assert clean[1].grad is not None and clean[2].grad is not None
+
+
+# ---------------------------------------------------------------------------
+# The official schedule (the `paper` profile): held-out early stops, fresh Adam per phase
+# ---------------------------------------------------------------------------
+
+def _paper_tiny(**kw):
+    base = dict(channels=8, lr=1e-3, batch_size=128, pretrain_epochs=40, pretrain_patience=2,
+                holdout=0.2, warmup_epochs=6, warmup_patience=2, epochs=2, kmeans_n_init=2,
+                fresh_optimizer=True)
+    return DepictConfig(**{**base, **kw})
+
+
+def test_the_paper_profile_is_the_official_schedule():
+    cfg = DepictConfig.for_profile("paper")
+    assert (cfg.channels, cfg.lr, cfg.batch_size) == (50, 1e-4, 100)
+    assert (cfg.pretrain_epochs, cfg.pretrain_patience, cfg.holdout) == (4000, 100, 0.1)
+    assert (cfg.warmup_epochs, cfg.warmup_patience, cfg.epochs, cfg.stop_tol) == (1000, 6, 4000, 1e-7)
+    assert cfg.init == "acpic" and cfg.fresh_optimizer and cfg.pretrained is None
+    for bad, match in (({"holdout": 0.5}, "holdout"), ({"holdout": -0.1}, "holdout"),
+                       ({"pretrain_patience": -1}, "pretrain_patience"),
+                       ({"pretrain_patience": 5, "holdout": 0.0}, "held-out")):
+        with pytest.raises(ValueError, match=match):
+            dataclasses.replace(cfg, **bad).validate()
+
+
+def test_holdout_split_is_a_seeded_partition():
+    from dcl_lib.methods.depict import holdout_split
+
+    rows, held = holdout_split(1000, 0.1, seed=3)
+    assert len(held) == 100 and len(rows) == 900
+    assert torch.equal(torch.sort(torch.cat([rows, held])).values, torch.arange(1000))
+    again = holdout_split(1000, 0.1, seed=3)
+    assert torch.equal(rows, again[0]) and torch.equal(held, again[1])
+    assert not torch.equal(held, holdout_split(1000, 0.1, seed=4)[1])
+
+
+def test_heldout_reconstruction_is_the_clean_pathways_loss():
+    """Against an independent computation: every layer's mean squared error between the
+    clean activations and the decoding of the clean code, the hidden ones weighted."""
+    from dcl_lib.methods.depict import heldout_reconstruction, to_signed
+
+    x = to_signed(load_dataset("digits").x[:150])
+    net = DepictNet((1, 8, 8), 10, 4, (0.5, 0.5, 0.0))  # dropout that eval must switch off
+    cfg = DepictConfig(hidden_weight=0.3)
+    got = heldout_reconstruction(net, x, cfg, batch_size=40)
+    net.eval()
+    with torch.no_grad():
+        h1 = net.encode(x)
+        rec = net.decode(h1[-1])
+    want = sum(w * float(((a - b) ** 2).mean())
+               for w, a, b in zip((1.0, 0.3, 0.3), h1[:3], rec))
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_pretraining_stops_on_the_heldout_loss_and_restores_the_best_weights(monkeypatch):
+    """A scripted held-out loss (best at epoch 3, then worse): with patience 2 the
+    pretraining trains epochs 1-6 (three without improvement) and starts the clustering
+    from the weights it had after epoch 3; the pretraining trains on the other rows only."""
+    import dcl_lib.methods.depict as D
+
+    script = iter([5.0, 4.0, 3.0, 3.5, 3.6, 3.7, 3.8, 3.9])
+    snapshots, trained_rows = [], []
+    x = D.to_signed(load_dataset("digits").x[:400])
+    orig_update, orig_batches = D.update_network, D.minibatches
+
+    def scripted(net, X, cfg, batch_size=1000):
+        snapshots.append({k: v.clone() for k, v in net.state_dict().items()})
+        return next(script)
+
+    def spy_update(net, opt, xb, cfg, target):
+        if target is None:
+            trained_rows.append(xb)
+        return orig_update(net, opt, xb, cfg, target)
+
+    monkeypatch.setattr(D, "heldout_reconstruction", scripted)
+    monkeypatch.setattr(D, "update_network", spy_update)
+    seen_at_init = {}
+    orig_init = D.DepictNet.init_head
+
+    def spy_init(net, centres):
+        seen_at_init.update({k: v.clone() for k, v in net.state_dict().items()})
+        return orig_init(net, centres)
+
+    monkeypatch.setattr(D.DepictNet, "init_head", spy_init)
+    net, hist = D.fit_depict(x, _paper_tiny(), seed=0, device="cpu", verbose=False)
+    assert hist.scalars["pretrain_epochs_run"] == 6 and len(snapshots) == 6
+    assert hist.scalars["pretrain_best_heldout_recon"] == 3.0
+    for k, v in snapshots[2].items():  # the weights after epoch 3
+        assert torch.equal(seen_at_init[k], v), k
+    _, held = D.holdout_split(len(x), 0.2, 0)
+    held_images = x[held].reshape(len(held), -1)
+    seen = torch.cat(trained_rows).reshape(-1, held_images.shape[1])
+    assert len(seen) == 6 * (len(x) - len(held))
+    assert not (torch.cdist(seen, held_images) == 0).any()
+
+
+def test_the_warmup_restores_its_best_weights_and_each_phase_gets_a_fresh_adam(monkeypatch):
+    """With a held-out split the warm-up trains on the other images and its score is
+    measured before its first epoch; a scripted NMI that never beats it makes the warm-up
+    stop after `warmup_patience` epochs and hand the main loop the weights it started from.
+    With fresh_optimizer, the first step of each phase sees Adam without moments; without
+    it, with the previous phase's."""
+    import dcl_lib.methods.depict as D
+
+    x = D.to_signed(load_dataset("digits").x[:400])
+    calls = {"n": 0}
+
+    def scripted_nmi(a, b):
+        calls["n"] += 1
+        return 0.9 if calls["n"] == 1 else 0.5
+
+    first_step, warmup_rows = {}, []
+    orig_update = D.update_network
+
+    def spy_update(net, opt, xb, cfg, target):
+        phase = "pretrain" if target is None else ("warmup" if target.dim() == 1 else "cluster")
+        if phase == "warmup":
+            warmup_rows.append(xb)
+        if phase not in first_step:
+            steps = [float(s["step"]) for s in opt.state.values() if "step" in s]
+            first_step[phase] = (max(steps) if steps else 0.0,
+                                 {k: v.clone() for k, v in net.state_dict().items()})
+        return orig_update(net, opt, xb, cfg, target)
+
+    monkeypatch.setattr(D, "nmi", scripted_nmi)
+    monkeypatch.setattr(D, "update_network", spy_update)
+    head = {}
+    orig_init = D.DepictNet.init_head
+
+    def spy_init(net, centres):
+        orig_init(net, centres)
+        head.update({k: v.clone() for k, v in net.state_dict().items()})
+
+    monkeypatch.setattr(D.DepictNet, "init_head", spy_init)
+    cfg = _paper_tiny(stop_tol=0.0)
+    net, hist = D.fit_depict(x, cfg, seed=0, device="cpu", verbose=False)
+    assert hist.series["phase"].count("warmup") == cfg.warmup_patience
+    for k, v in first_step["cluster"][1].items():  # the main loop starts from the start
+        assert torch.equal(head[k], v), k
+    assert first_step["warmup"][0] == 0.0 and first_step["cluster"][0] == 0.0
+    _, held = D.holdout_split(len(x), cfg.holdout, 0)  # the warm-up trains on the others
+    held_images = x[held].reshape(len(held), -1)
+    seen = torch.cat(warmup_rows).reshape(-1, held_images.shape[1])
+    assert len(seen) == cfg.warmup_patience * (len(x) - len(held))
+    assert not (torch.cdist(seen, held_images) == 0).any()
+    first_step.clear()
+    calls["n"] = 0
+    D.fit_depict(x, dataclasses.replace(cfg, fresh_optimizer=False), seed=0, device="cpu",
+                 verbose=False)
+    assert first_step["warmup"][0] > 0 and first_step["cluster"][0] > 0
+
+
+def test_the_paper_schedule_resumes_to_the_straight_runs_labels(tmp_path):
+    """Cut after every epoch and resumed (through the pretraining's patience, the warm-up's
+    best weights and the fresh optimisers), the run ends where a straight run ends."""
+    from dcl_lib.train import TrainState
+
+    x = load_dataset("digits").x[:400]
+    cfg = _paper_tiny(pretrain_epochs=8)
+    straight = DEPICT(10, cfg, random_state=1).fit(x)
+    path, cuts = tmp_path / "state.pt", 0
+    while True:
+        st = TrainState(path, every_s=0, budget_s=0, resume=True)
+        est = DEPICT(10, cfg, random_state=1).fit(x, state=st)
+        if st.stopped_at is None:
+            break
+        cuts += 1
+    assert cuts >= 8
+    assert np.array_equal(straight.labels_, est.labels_)

@@ -235,7 +235,7 @@ def test_dcgan_initialisation_is_n_0_0p02():
     for m in conv:
         w = m.weight.detach()
         assert abs(float(w.mean())) < 1e-3 and abs(float(w.std()) - 0.02) < 0.0005
-        assert float(m.bias.abs().max()) == 0.0
+        assert float(m.bias.detach().abs().max()) == 0.0
 
 
 def test_make_adam_is_unfused_on_cpu():

@@ -264,6 +264,19 @@ class DepictConfig(MethodConfig):
     acpic_a: float = 1.0                  # AC-PIC's scale factor a (official: 1; 100 for USPS
                                           # in a comment of its MATLAB wrapper)
     acpic_z: float = 0.01                 # AC-PIC's z in (I - zP) (official: 0.01)
+    holdout: float = 0.0                  # the fraction of the images held out for the two
+                                          # early stops (official: 10 %, stratified by the true
+                                          # labels; here a seeded random split, label-free).
+                                          # > 0: pretraining and warm-up train on the rest, the
+                                          # warm-up stops on the held-out NMI against the start
+                                          # and restores its best weights (as the official code)
+    pretrain_patience: int = 0            # > 0: pretraining stops once the held-out clean
+                                          # reconstruction loss has not improved for more than
+                                          # this many epochs and restores the best weights
+                                          # (official: 100, at most 4000 epochs); 0: it runs
+                                          # its pretrain_epochs and keeps the last weights
+    fresh_optimizer: bool = False         # a new Adam for each phase (official) instead of
+                                          # one Adam throughout
     pretrained: str | None = None         # a runner export of the pretrained network ("{data}"
                                           # = dataset-split, e.g. mnist-test; "{seed}" = the
                                           # run seed): replaces pretraining unless
@@ -284,6 +297,14 @@ class DepictConfig(MethodConfig):
                   "init": "acpic",
                   "pretrained": "results/depict/{data}-quick-seed{seed}-pretrained.pt"},
         "full": {"batch_size": 256},
+        # the official code's schedule on its 10,000-image datasets (MNIST-test, USPS): 50
+        # channels, Adam 1e-4 at batch 100; pretraining up to 4000 epochs to the held-out
+        # early stop; the AC-PIC start; warm-up up to 1000 epochs, stopped when the held-out
+        # NMI has not risen for 6 epochs (the code's `last_update > 5`); the main loop up to
+        # 4000 epochs, to the targets' tolerance; a fresh Adam per phase
+        "paper": {"pretrain_epochs": 4000, "pretrain_patience": 100, "holdout": 0.1,
+                  "warmup_epochs": 1000, "warmup_patience": 6, "epochs": 4000,
+                  "init": "acpic", "fresh_optimizer": True},
     }
 
     def validate(self) -> None:
@@ -291,6 +312,12 @@ class DepictConfig(MethodConfig):
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if not 0.0 <= self.holdout < 0.5:
+            raise ValueError(f"holdout must be in [0, 0.5), got {self.holdout!r}")
+        if self.pretrain_patience < 0:
+            raise ValueError(f"pretrain_patience must be >= 0, got {self.pretrain_patience!r}")
+        if self.pretrain_patience and not self.holdout:
+            raise ValueError("pretrain_patience needs held-out images to stop on: set holdout > 0")
 
 
 def cluster_pass(net: DepictNet, X: torch.Tensor, batch_size: int = 2048
@@ -324,6 +351,28 @@ def update_network(net: DepictNet, opt: torch.optim.Optimizer, x: torch.Tensor, 
     loss.backward()
     opt.step()
     return rec.detach(), ce.detach()
+
+
+def heldout_reconstruction(net: DepictNet, X: torch.Tensor, cfg: DepictConfig,
+                           batch_size: int = 1000) -> float:
+    """The clean pathway's reconstruction loss on images X (no dropout, no gradient): the
+    quantity the official pretraining stops on, averaged over the images."""
+    net.eval()
+    total = 0.0
+    with torch.no_grad():
+        for s in range(0, len(X), batch_size):
+            clean = net.encode(X[s:s + batch_size])
+            rec = reconstruction_loss(clean, net.decode(clean[-1]), cfg.hidden_weight)
+            total += float(rec) * len(clean[0])
+    return total / len(X)
+
+
+def holdout_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train rows, held-out rows) of ``n`` images: a random ``fraction`` held out, drawn
+    from the seed alone (the same split for pretraining and warm-up, and on resume)."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(10_007 + seed))
+    n_out = int(round(fraction * n))
+    return perm[n_out:].sort().values, perm[:n_out].sort().values
 
 
 _ROOT = Path(__file__).resolve().parents[2]
@@ -363,10 +412,14 @@ def fit_depict(X: torch.Tensor, cfg: DepictConfig, seed: int, device, y: torch.T
                ) -> tuple[DepictNet, History]:
     """All of DEPICT's phases on images X (N, C, H, W) in [-1, 1].
 
-    (1) pretraining on reconstruction; (2) a partition of the clean embedding (k-means,
-    or ``init="agglomerative"``) initialises the head on its cluster means; (3) warm-up
-    on that partition's hard labels, stopped on NMI; (4) the main
-    loop: targets Q once per epoch from the clean pathway, the network per minibatch.
+    (1) pretraining on reconstruction (with ``pretrain_patience``: to the held-out early
+    stop, best weights restored); (2) a partition of the clean embedding (k-means, AC-PIC
+    or Ward) initialises the head on its cluster means; (3) warm-up on that partition's
+    hard labels, stopped on NMI (with ``holdout``: on the held-out images, best weights
+    restored); (4) the main loop: targets Q once per epoch from the clean pathway, the
+    network per minibatch, until Q changes by less than ``stop_tol``.  With ``holdout``,
+    phases (1) and (3) train on the other images; ``fresh_optimizer`` resets Adam's
+    moments at each phase.
     ``y`` (optional) only logs ACC per epoch; ``state`` saves/resumes the run at epoch
     boundaries; ``data`` (dataset-split) names the pretrained export, if the config has one
     (:func:`pretrained_path`).  Returns (network, history).
@@ -396,25 +449,58 @@ def fit_depict(X: torch.Tensor, cfg: DepictConfig, seed: int, device, y: torch.T
         hist.scalars["pretrained_from"] = str(source.relative_to(_ROOT) if source.is_relative_to(_ROOT)
                                               else source)
 
-    def run_epoch(target: torch.Tensor | None, name: str) -> dict[str, float]:
+    # the held-out images of the official early stops (none: every phase sees all images)
+    rows, held = holdout_split(len(X), cfg.holdout, seed) if cfg.holdout else (None, None)
+    if held is not None:
+        rows, held = rows.to(device), held.to(device)
+
+    def run_epoch(target: torch.Tensor | None, name: str, on=None) -> dict[str, float]:
+        """One pass over the images (``on``: only these rows), one step per minibatch."""
         window = LossWindow(unit="epoch")
-        for b in minibatches(len(X), cfg.batch_size, g):
+        for b in minibatches(len(X) if on is None else len(on), cfg.batch_size, g):
+            b = b if on is None else on[b]
             rec, ce = update_network(net, opt, X[b], cfg, None if target is None else target[b])
             window.add(step, recon=rec, ce=ce)
         return window.means(step, hint=f"{name}: {_HINT}")
 
-    def log(name: str, losses: dict[str, float], p: torch.Tensor, q_change: float = float("nan")):
+    def new_phase() -> None:
+        """The official code builds a new Adam for each phase: its moments start at zero."""
+        if cfg.fresh_optimizer:
+            opt.state.clear()
+
+    def log(name: str, losses: dict[str, float], p: torch.Tensor, q_change: float = float("nan"),
+            heldout_recon: float = float("nan")):
         hist.log(step, p.argmax(1), losses, phase=name, q_change=q_change,
+                 heldout_recon=heldout_recon,
                  objective=float(depict_objective(depict_target(p, cfg.target), p)))
 
-    # (1) pretraining: reconstruction only
+    # (1) pretraining: reconstruction only; with a patience, stopped on the held-out clean
+    # reconstruction loss and the best weights restored (the official early stop)
     if phase == "pretrain":
+        best_rec, bad = prog.get("best_rec", float("inf")), prog.get("bad", 0)
+        best_net = prog.get("best_net")
         for ep in progress(range(done + 1, cfg.pretrain_epochs + 1), desc="DEPICT pretrain",
                            verbose=verbose):
+            if cfg.pretrain_patience and bad > cfg.pretrain_patience:
+                break
             step += 1
-            log("pretrain", run_epoch(None, "pretraining"), cluster_pass(net, X)[1])
-            if state.checkpoint(step, phase="pretrain", epoch=ep, step=step):
+            losses = run_epoch(None, "pretraining", rows)
+            held_rec = float("nan")
+            if held is not None:
+                held_rec = heldout_reconstruction(net, X[held], cfg)
+                if held_rec < best_rec:
+                    best_rec, bad = held_rec, 0
+                    best_net = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                else:
+                    bad += 1
+            log("pretrain", losses, cluster_pass(net, X)[1], heldout_recon=held_rec)
+            if state.checkpoint(step, phase="pretrain", epoch=ep, step=step, best_rec=best_rec,
+                                bad=bad, best_net=best_net):
                 return net.eval(), hist
+        if cfg.pretrain_patience and best_net is not None:
+            net.load_state_dict(best_net)
+            hist.scalars["pretrain_best_heldout_recon"] = best_rec
+        hist.scalars["pretrain_epochs_run"] = hist.series.get("phase", []).count("pretrain")
         # (2) the initial partition of the clean embedding -> head on its cluster means
         # (k-means is also the reference every init is compared with: always computed)
         z = cluster_pass(net, X)[0]
@@ -431,25 +517,44 @@ def fit_depict(X: torch.Tensor, cfg: DepictConfig, seed: int, device, y: torch.T
             centres = torch.as_tensor(km.cluster_centers_, device=device, dtype=torch.float32)
         net.init_head(centres)
         hist.scalars["init_acc"] = hist.acc(init_labels.cpu().numpy())
-        phase, done, best, bad = "warmup", 0, -1.0, 0
+        phase, done, best, bad, best_net = "warmup", 0, -1.0, 0, None
+        new_phase()
+        if held is not None:  # the official warm-up measures the start first and keeps it
+            best = nmi(init_labels[held].cpu(), cluster_pass(net, X[held])[1].argmax(1).cpu())
+            best_net = {k: v.detach().clone() for k, v in net.state_dict().items()}
     else:
         init_labels, best, bad = prog["init_labels"], prog["best"], prog["bad"]
-    # (3) warm-up on the hard k-means labels, early stopping on NMI(pred, init labels)
+        best_net = prog.get("best_net")
+
+    def warmup_score(p: torch.Tensor) -> float:
+        """NMI between the predictions and the start (on the held-out images if any)."""
+        on = slice(None) if held is None else held
+        return nmi(init_labels[on].cpu(), p[on].argmax(1).cpu())
+
+    # (3) warm-up on the start's hard labels, early stopping on NMI(pred, start labels)
     if phase == "warmup":
         for ep in progress(range(done + 1, cfg.warmup_epochs + 1), desc="DEPICT warm-up",
                            verbose=verbose):
             if bad >= cfg.warmup_patience:
                 break
             step += 1
-            losses = run_epoch(init_labels, "warm-up")
+            losses = run_epoch(init_labels, "warm-up", rows)
             p = cluster_pass(net, X)[1]
             log("warmup", losses, p)
-            score = nmi(init_labels.cpu(), p.argmax(1).cpu())
-            best, bad = (score, 0) if score > best else (best, bad + 1)
+            score = warmup_score(p)
+            if score > best:
+                best, bad = score, 0
+                if held is not None:
+                    best_net = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            else:
+                bad += 1
             if state.checkpoint(step, phase="warmup", epoch=ep, step=step, init_labels=init_labels,
-                                best=best, bad=bad):
+                                best=best, bad=bad, best_net=best_net):
                 return net.eval(), hist
+        if held is not None and best_net is not None:
+            net.load_state_dict(best_net)
         phase, done, change = "cluster", 0, float("inf")
+        new_phase()
         q = depict_target(cluster_pass(net, X)[1], cfg.target)
     else:
         q, change = prog["q"], prog["change"]
