@@ -110,7 +110,10 @@ ADDED_FIELDS: dict[str, dict[str, Any]] = {
     # the raw-pixel variant's networks (runs of the embedded variant do not use them)
     "ganmm": {"raw_z_dim": 128, "raw_hidden": 1024, "raw_channels": (64, 128), **_AE_RECIPE},
     # the head's initial partition (runs before it existed used k-means)
-    "depict": {"init": "kmeans", "init_neighbors": 20, "acpic_a": 1.0, "acpic_z": 0.01},
+    "depict": {"init": "kmeans", "init_neighbors": 20, "acpic_a": 1.0, "acpic_z": 0.01,
+               # the official schedule's options (runs before them pretrained and warmed up
+               # on every image for fixed epochs, with one Adam throughout)
+               "holdout": 0.0, "pretrain_patience": 0, "fresh_optimizer": False},
     # the learning-rate schedule (runs before it existed kept lr constant)
     "vcami": {"lr_schedule": "constant",
               # the erasing augmentation (runs before it existed erased nothing; erase_p
