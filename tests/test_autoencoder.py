@@ -207,6 +207,20 @@ def test_the_cosine_schedule_sets_each_epochs_learning_rate_and_resumes_on_it(tm
         assert torch.equal(a, b)
 
 
+def test_a_cache_miss_trains_with_the_epoch_hook_and_a_hit_never_calls_it(tmp_path, monkeypatch):
+    from dcl_lib.methods.autoencoder import cached_autoencoder
+
+    monkeypatch.setenv("DCL_MODEL_CACHE", str(tmp_path))
+    monkeypatch.delenv("DCL_RETRAIN", raising=False)
+    cfg = AutoencoderConfig(hidden=(16,), latent_dim=3, epochs=3, batch_size=100)
+    X = load_dataset("digits").flat()[:200]
+    seen = []
+    cached_autoencoder(X, cfg, 0, verbose=False, on_epoch=lambda e, m: seen.append(e))
+    assert seen == [1, 2, 3]
+    _, hist = cached_autoencoder(X, cfg, 0, verbose=False, on_epoch=lambda e, m: seen.append(e))
+    assert seen == [1, 2, 3] and hist.scalars["cached_from"]
+
+
 def test_ae_kmeans_runner_reloads_to_its_labels(tmp_path, monkeypatch):
     monkeypatch.setenv("DCL_MODEL_CACHE", str(tmp_path / "models"))
     rec = run("ae-kmeans", "digits", "quick", seed=0, out_dir=tmp_path,

@@ -182,7 +182,9 @@ def _cache_key(X: torch.Tensor, cfg: AutoencoderConfig, seed: int, device: torch
 
 def cached_autoencoder(X: torch.Tensor, cfg: AutoencoderConfig, seed: int = 0,
                        device: torch.device | str = "cpu", verbose: bool = True,
-                       state: TrainState | None = None) -> tuple[MLPAutoencoder, History]:
+                       state: TrainState | None = None,
+                       on_epoch: Callable[[int, MLPAutoencoder], None] | None = None
+                       ) -> tuple[MLPAutoencoder, History]:
     """:func:`train_autoencoder`, remembered on disk: the chapters that start from the same
     autoencoder (01, 02 and 03: same config, images and seed) train it once.
 
@@ -195,7 +197,8 @@ def cached_autoencoder(X: torch.Tensor, cfg: AutoencoderConfig, seed: int = 0,
     ``DCL_RETRAIN=1`` trains live and does not read the cache; a file that does not load
     is trained again and replaced.  ``state`` makes a miss's training resumable
     (:class:`~dcl_lib.train.TrainState`); a training its time budget stops is returned
-    as it is and not cached."""
+    as it is and not cached.  ``on_epoch`` goes to a miss's training (a hit trains nothing
+    and never calls it)."""
     device = torch.device(device)
     path = model_cache_dir() / f"autoencoder-{_cache_key(X, cfg, seed, device)}.pt"
     if not retrain_requested() and path.exists():
@@ -218,7 +221,8 @@ def cached_autoencoder(X: torch.Tensor, cfg: AutoencoderConfig, seed: int = 0,
                 print(f"autoencoder: trained earlier with the same settings, loaded from {path} "
                       "(DCL_RETRAIN=1 trains it again)")
             return model.to(device, torch.float32).eval(), hist
-    model, hist = train_autoencoder(X, cfg, seed, device, state=state, verbose=verbose)
+    model, hist = train_autoencoder(X, cfg, seed, device, state=state, verbose=verbose,
+                                    on_epoch=on_epoch)
     if hist.scalars.get("stopped_at") is not None or (state is not None and state.stopped_at is not None):
         hist.scalars["cached_from"] = None
         return model, hist  # cut by the time budget: not the network of the config
