@@ -406,6 +406,22 @@ def _paper_tiny(**kw):
     return DepictConfig(**{**base, **kw})
 
 
+def _weights(net):
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def _assert_trained_outside_the_heldout(x, batches, holdout, epochs):
+    """The minibatches ``batches`` of ``epochs`` epochs covered exactly the images outside
+    the held-out split of seed 0, and no held-out image."""
+    from dcl_lib.methods.depict import holdout_split
+
+    _, held = holdout_split(len(x), holdout, 0)
+    held_images = x[held].reshape(len(held), -1)
+    seen = torch.cat(batches).reshape(-1, held_images.shape[1])
+    assert len(seen) == epochs * (len(x) - len(held))
+    assert not (torch.cdist(seen, held_images) == 0).any()
+
+
 def test_the_paper_profile_is_the_official_schedule():
     cfg = DepictConfig.for_profile("paper")
     assert (cfg.channels, cfg.lr, cfg.batch_size) == (50, 1e-4, 100)
@@ -457,10 +473,10 @@ def test_pretraining_stops_on_the_heldout_loss_and_restores_the_best_weights(mon
     script = iter([5.0, 4.0, 3.0, 3.5, 3.6, 3.7, 3.8, 3.9])
     snapshots, trained_rows = [], []
     x = D.to_signed(load_dataset("digits").x[:400])
-    orig_update, orig_batches = D.update_network, D.minibatches
+    orig_update = D.update_network
 
     def scripted(net, X, cfg, batch_size=1000):
-        snapshots.append({k: v.clone() for k, v in net.state_dict().items()})
+        snapshots.append(_weights(net))
         return next(script)
 
     def spy_update(net, opt, xb, cfg, target):
@@ -474,7 +490,7 @@ def test_pretraining_stops_on_the_heldout_loss_and_restores_the_best_weights(mon
     orig_init = D.DepictNet.init_head
 
     def spy_init(net, centres):
-        seen_at_init.update({k: v.clone() for k, v in net.state_dict().items()})
+        seen_at_init.update(_weights(net))
         return orig_init(net, centres)
 
     monkeypatch.setattr(D.DepictNet, "init_head", spy_init)
@@ -483,11 +499,7 @@ def test_pretraining_stops_on_the_heldout_loss_and_restores_the_best_weights(mon
     assert hist.scalars["pretrain_best_heldout_recon"] == 3.0
     for k, v in snapshots[2].items():  # the weights after epoch 3
         assert torch.equal(seen_at_init[k], v), k
-    _, held = D.holdout_split(len(x), 0.2, 0)
-    held_images = x[held].reshape(len(held), -1)
-    seen = torch.cat(trained_rows).reshape(-1, held_images.shape[1])
-    assert len(seen) == 6 * (len(x) - len(held))
-    assert not (torch.cdist(seen, held_images) == 0).any()
+    _assert_trained_outside_the_heldout(x, trained_rows, 0.2, epochs=6)
 
 
 def test_the_warmup_restores_its_best_weights_and_each_phase_gets_a_fresh_adam(monkeypatch):
@@ -514,8 +526,7 @@ def test_the_warmup_restores_its_best_weights_and_each_phase_gets_a_fresh_adam(m
             warmup_rows.append(xb)
         if phase not in first_step:
             steps = [float(s["step"]) for s in opt.state.values() if "step" in s]
-            first_step[phase] = (max(steps) if steps else 0.0,
-                                 {k: v.clone() for k, v in net.state_dict().items()})
+            first_step[phase] = (max(steps) if steps else 0.0, _weights(net))
         return orig_update(net, opt, xb, cfg, target)
 
     monkeypatch.setattr(D, "nmi", scripted_nmi)
@@ -525,7 +536,7 @@ def test_the_warmup_restores_its_best_weights_and_each_phase_gets_a_fresh_adam(m
 
     def spy_init(net, centres):
         orig_init(net, centres)
-        head.update({k: v.clone() for k, v in net.state_dict().items()})
+        head.update(_weights(net))
 
     monkeypatch.setattr(D.DepictNet, "init_head", spy_init)
     cfg = _paper_tiny(stop_tol=0.0)
@@ -534,11 +545,8 @@ def test_the_warmup_restores_its_best_weights_and_each_phase_gets_a_fresh_adam(m
     for k, v in first_step["cluster"][1].items():  # the main loop starts from the start
         assert torch.equal(head[k], v), k
     assert first_step["warmup"][0] == 0.0 and first_step["cluster"][0] == 0.0
-    _, held = D.holdout_split(len(x), cfg.holdout, 0)  # the warm-up trains on the others
-    held_images = x[held].reshape(len(held), -1)
-    seen = torch.cat(warmup_rows).reshape(-1, held_images.shape[1])
-    assert len(seen) == cfg.warmup_patience * (len(x) - len(held))
-    assert not (torch.cdist(seen, held_images) == 0).any()
+    # the warm-up trains on the other images
+    _assert_trained_outside_the_heldout(x, warmup_rows, cfg.holdout, cfg.warmup_patience)
     first_step.clear()
     calls["n"] = 0
     D.fit_depict(x, dataclasses.replace(cfg, fresh_optimizer=False), seed=0, device="cpu",

@@ -367,6 +367,11 @@ def heldout_reconstruction(net: DepictNet, X: torch.Tensor, cfg: DepictConfig,
     return total / len(X)
 
 
+def _weights(net: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the network's weights, to restore the best ones after an early stop."""
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(train rows, held-out rows) of ``n`` images: a random ``fraction`` held out, drawn
     from the seed alone (the same split for pretraining and warm-up, and on resume)."""
@@ -490,7 +495,7 @@ def fit_depict(X: torch.Tensor, cfg: DepictConfig, seed: int, device, y: torch.T
                 held_rec = heldout_reconstruction(net, X[held], cfg)
                 if held_rec < best_rec:
                     best_rec, bad = held_rec, 0
-                    best_net = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                    best_net = _weights(net)
                 else:
                     bad += 1
             log("pretrain", losses, cluster_pass(net, X)[1], heldout_recon=held_rec)
@@ -521,7 +526,7 @@ def fit_depict(X: torch.Tensor, cfg: DepictConfig, seed: int, device, y: torch.T
         new_phase()
         if held is not None:  # the official warm-up measures the start first and keeps it
             best = nmi(init_labels[held].cpu(), cluster_pass(net, X[held])[1].argmax(1).cpu())
-            best_net = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            best_net = _weights(net)
     else:
         init_labels, best, bad = prog["init_labels"], prog["best"], prog["bad"]
         best_net = prog.get("best_net")
@@ -545,7 +550,7 @@ def fit_depict(X: torch.Tensor, cfg: DepictConfig, seed: int, device, y: torch.T
             if score > best:
                 best, bad = score, 0
                 if held is not None:
-                    best_net = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                    best_net = _weights(net)
             else:
                 bad += 1
             if state.checkpoint(step, phase="warmup", epoch=ep, step=step, init_labels=init_labels,
