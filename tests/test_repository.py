@@ -1,5 +1,5 @@
 """The repository stays light as runs are added: no tracked file over 5 MB, the tracked
-results/ under 40 MB, and a weight export tracked only where the rule of
+results/ under 50 MB, and a weight export tracked only where the rule of
 ``dcl_lib.results`` keeps it (a profile's own run, or a variant a page reloads)."""
 import json
 import subprocess
