@@ -237,6 +237,7 @@ def record(plan: RunPlan, data: ImageData, result: FitResult, state: TrainState,
            device: torch.device, commit: str) -> dict[str, Any]:
     """Evaluate, write the results JSON and the weight export; return the record."""
     metrics = evaluate(data.y, result.labels)
+    prior = float((state.resumed_from or {}).get("elapsed") or 0.0)
     metrics["nmi_geometric"] = nmi(data.y, result.labels, "geometric")
     metrics.update(result.extra_metrics)
     history = result.history
@@ -250,7 +251,11 @@ def record(plan: RunPlan, data: ImageData, result: FitResult, state: TrainState,
         "profile": plan.profile, "seed": plan.seed, "n_samples": len(data), "subset": plan.subset,
         "n_clusters": int(len(np.unique(result.labels))), "metrics": metrics,
         "labels_sha256": labels_digest(result.labels),
-        "wall_time_s": wall, "device": device_name(device), "versions": _versions(),
+        # a resumed run's time per seed is its segments' sum: the training time the state
+        # saved (cumulative over earlier segments) plus this process's; a cut segment's work
+        # after its last save is redone, so counted once
+        "wall_time_s": wall + prior, "segment_wall_s": wall,
+        "device": device_name(device), "versions": _versions(),
         "git_commit": commit, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": _jsonable(plan.cfg), "history": _jsonable(history),
         "checkpoint": weights.name if weights else None,

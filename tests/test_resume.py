@@ -109,6 +109,9 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, method, args, reque
     ref = json.loads((tmp_path / "ref" / method / f"{stem}.json").read_text())
     got = json.loads((tmp_path / "cut" / method / f"{stem}.json").read_text())
     assert got["resumed_from"] is not None and got["resumed_from"]["step"] >= 1
+    # the time per seed covers both segments: the cut one's saved training time and this one
+    prior = got["resumed_from"]["elapsed"]
+    assert prior > 0 and got["wall_time_s"] == pytest.approx(got["segment_wall_s"] + prior)
     assert got["labels_sha256"] == ref["labels_sha256"]
     assert got["history"]["acc"] == ref["history"]["acc"]
     assert not state.exists()
