@@ -65,13 +65,17 @@ class Chapter:
         its ``path`` and ``tag`` (what the file name adds after the seed: a variant, or a
         rerun such as ``gpu``); sorted by file name.  ``tag=None`` keeps only the untagged
         runs (a profile's own: ``mnist-all-full-seed*.json`` matches the tagged files
-        too), another string only the runs with that tag, ``"any"`` (default) all."""
-        from .results import _tag
+        too), another string only the runs with that tag, ``"any"`` (default) all.
+        ``seconds_per_seed`` is what the seed cost from scratch
+        (:func:`~dcl_lib.results.seconds_per_seed`: a cached autoencoder's training added)."""
+        from .results import _tag, seconds_per_seed
 
         out = []
         for path in sorted((self.root / "results" / method).glob(pattern)):
             rec = json.loads(path.read_text())
             rec["path"], rec["tag"] = path, _tag(path, rec)
+            if "wall_time_s" in rec:
+                rec["seconds_per_seed"] = seconds_per_seed(rec)
             if tag == "any" or rec["tag"] == tag:
                 out.append(rec)
         return out

@@ -280,6 +280,23 @@ def test_rows_count_the_runs_that_shared_the_device(tmp_path):
     assert rows["vcami"]["at once"] == "1-2" and rows["kmeans"]["at once"] == "1"
 
 
+def test_a_seed_s_time_includes_a_cached_autoencoder_s_training(tmp_path):
+    from dcl_lib.results import Record, plot_acc_vs_time, seconds_per_seed
+    live = {"metrics": {"acc": 0.9, "autoencoder_seconds": 1200.0, "autoencoder_cached": 0.0},
+            "wall_time_s": 1500.0, "device": "cpu", "command": "c",
+            "history": {"seconds": [100.0], "acc": [0.8]}}
+    hit = {**live, "metrics": {**live["metrics"], "autoencoder_cached": 1.0},
+           "wall_time_s": 300.0}
+    assert seconds_per_seed(live) == 1500.0  # the training is inside the wall time
+    assert seconds_per_seed(hit) == 1500.0  # ... or added to it
+    assert seconds_per_seed({"metrics": {}, "wall_time_s": 7.0}) == 7.0
+    recs = [Record(tmp_path / f"{s}.json", "dcan", "mnist", "full", s, None, hit)
+            for s in (0, 1, 2)]
+    assert summary_rows(recs, "mnist", "full", ["dcan"])[0]["wall"] == "25.0 min"
+    ax = plot_acc_vs_time(recs[:1])  # the curve starts after the autoencoder's training
+    assert list(ax.get_lines()[0].get_xdata()) == [1300.0, 1500.0]
+
+
 def test_acc_vs_time_plots_one_dataset_only(tmp_path):
     import matplotlib
     matplotlib.use("Agg")
