@@ -341,11 +341,12 @@ def load_records(root: Path = ROOT / "results") -> list[Record]:
 
 def run_interval(rec: dict[str, Any]) -> tuple[float, float]:
     """(start, end) of a run in POSIX seconds: it ended when its JSON was ``created`` and
-    started ``wall_time_s`` before (data loading and the final evaluation included)."""
+    started ``wall_time_s`` before (data loading and the final evaluation included); a
+    resumed run, its last segment's ``segment_wall_s`` before."""
     from datetime import datetime
 
     end = datetime.fromisoformat(rec["created"].replace("Z", "+00:00")).timestamp()
-    return end - float(rec["wall_time_s"]), end
+    return end - float(rec.get("segment_wall_s", rec["wall_time_s"])), end
 
 
 def seconds_per_seed(rec: dict[str, Any]) -> float:
@@ -573,8 +574,8 @@ def plot_acc_vs_time(records: list[Record], ax=None, log_x: bool = True,
         label = f"{r.variant}{cut} ({r.profile}, {r.data['device'].split(' (')[0]})"
         style = "--" if r.profile == "quick" else "-"
         # a seed's time from scratch: a cached autoencoder's training comes first
-        t0 = seconds_per_seed(r.data) - r.data["wall_time_s"]
         t_end, a_end = seconds_per_seed(r.data), r.data["metrics"]["acc"]
+        t0 = t_end - r.data["wall_time_s"]
         if h.get("seconds") and h.get("acc") and any(a is not None for a in h["acc"]):
             t = [t0 + s for s, a in zip(h["seconds"], h["acc"]) if a is not None] + [t_end]
             a = [a for a in h["acc"] if a is not None] + [a_end]

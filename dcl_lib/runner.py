@@ -237,7 +237,6 @@ def record(plan: RunPlan, data: ImageData, result: FitResult, state: TrainState,
            device: torch.device, commit: str) -> dict[str, Any]:
     """Evaluate, write the results JSON and the weight export; return the record."""
     metrics = evaluate(data.y, result.labels)
-    prior = float((state.resumed_from or {}).get("elapsed") or 0.0)
     metrics["nmi_geometric"] = nmi(data.y, result.labels, "geometric")
     metrics.update(result.extra_metrics)
     history = result.history
@@ -246,6 +245,7 @@ def record(plan: RunPlan, data: ImageData, result: FitResult, state: TrainState,
         weights = save_checkpoint(plan.weights_path, {"config": _jsonable(plan.cfg), **result.state})
     if state.stopped_at is None:
         state.remove()  # finished: the weight export is the product
+    prior = float((state.resumed_from or {}).get("elapsed") or 0.0)  # earlier segments
     rec = {
         "method": plan.method, "dataset": plan.dataset, "split": plan.split,
         "profile": plan.profile, "seed": plan.seed, "n_samples": len(data), "subset": plan.subset,

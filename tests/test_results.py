@@ -297,6 +297,14 @@ def test_a_seed_s_time_includes_a_cached_autoencoder_s_training(tmp_path):
     assert list(ax.get_lines()[0].get_xdata()) == [1300.0, 1500.0]
 
 
+def test_a_resumed_run_occupied_its_device_for_its_last_segment_only():
+    from dcl_lib.results import run_interval
+    rec = {"created": "2026-01-01T01:00:00+00:00", "wall_time_s": 3000.0}
+    assert run_interval(rec)[1] - run_interval(rec)[0] == 3000.0
+    rec["segment_wall_s"] = 600.0  # resumed: 2400 s of it ran in an earlier process
+    assert run_interval(rec)[1] - run_interval(rec)[0] == 600.0
+
+
 def test_acc_vs_time_plots_one_dataset_only(tmp_path):
     import matplotlib
     matplotlib.use("Agg")

@@ -23,7 +23,7 @@ from ..train import (History, LossWindow, TrainState, batched, cosine_lr, make_a
                      seeded_generator)
 
 __all__ = ["AutoencoderConfig", "build_autoencoder", "update_autoencoder", "train_autoencoder",
-           "cached_autoencoder", "model_cache_dir", "encode", "codes_from_checkpoint",
+           "cached_autoencoder", "cache_metrics", "model_cache_dir", "encode", "codes_from_checkpoint",
            "export_encoder", "AEKMeansConfig", "SPEC"]
 
 
@@ -178,6 +178,14 @@ def _cache_key(X: torch.Tensor, cfg: AutoencoderConfig, seed: int, device: torch
     meta = {"config": dataclasses.asdict(cfg), "seed": int(seed), **where}
     h.update(json.dumps(meta, sort_keys=True, default=str).encode())
     return h.hexdigest()[:24]
+
+
+def cache_metrics(history: History) -> dict[str, float]:
+    """What a run records of the autoencoder :func:`cached_autoencoder` gave it: its
+    training seconds and whether it came from the cache (a hit's wall time leaves that
+    training out; :func:`dcl_lib.results.seconds_per_seed` adds it back)."""
+    return {"autoencoder_seconds": history["seconds"][-1],
+            "autoencoder_cached": float(bool(history.scalars.get("cached_from")))}
 
 
 def cached_autoencoder(X: torch.Tensor, cfg: AutoencoderConfig, seed: int = 0,

@@ -49,8 +49,8 @@ from ..gan import discriminator_loss, nonsaturating_generator_loss
 from ..nets import MLPAutoencoder, mlp
 from ..train import (History, LossWindow, TrainState, batched, make_adam,
                      minibatches, progress, seeded_generator)
-from .autoencoder import (AutoencoderConfig, cached_autoencoder, codes_from_checkpoint, encode,
-                          export_encoder, train_autoencoder)
+from .autoencoder import (AutoencoderConfig, cache_metrics, cached_autoencoder,
+                          codes_from_checkpoint, encode, export_encoder, train_autoencoder)
 from .base import ConfiguredEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters
 
 __all__ = ["DCANConfig", "DCANNets", "Target", "fit_target", "sample_target", "abc_loss",
@@ -570,8 +570,7 @@ def _fit(data, cfg: DCANConfig, ctx: RunContext) -> FitResult:
     est.fit(X, y_eval=data.y, autoencoder=ae, state=ctx.state, jsd_every=1)
     # the comparison on the same pretrained codes: theta* at the start, a Gaussian mixture
     extra = {f"gmm_{k}": v for k, v in est.history_.scalars["start"].items()}
-    extra["autoencoder_seconds"] = ae_hist["seconds"][-1]
-    extra["autoencoder_cached"] = float(bool(ae_hist.scalars.get("cached_from")))
+    extra.update(cache_metrics(ae_hist))
     t = est.target_
     state = {"encoder": export_encoder(est.nets_.ae), "shift": est.nets_.shift.cpu(),
              "scale": est.nets_.scale.cpu(),

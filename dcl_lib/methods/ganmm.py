@@ -39,8 +39,8 @@ from ..nets import BatchedMLP, ConvGenerator, ConvHead, PerComponent, mlp
 from ..train import (CONV_EVAL_BATCH, INT8_MIN_NUMEL, History, LossWindow, TrainState, batched,
                      compact_state, load_compact_state, make_adam, on_device, progress,
                      seeded_generator)
-from .autoencoder import (AutoencoderConfig, cached_autoencoder, codes_from_checkpoint, encode,
-                          export_encoder)
+from .autoencoder import (AutoencoderConfig, cache_metrics, cached_autoencoder,
+                          codes_from_checkpoint, encode, export_encoder)
 from .base import (ConfiguredEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters,
                    check_unit_range)
 
@@ -613,10 +613,7 @@ def _fit(data, cfg: GANMMConfig, ctx: RunContext) -> FitResult:
     gm = GaussianMixture(cfg.n_clusters, covariance_type="full", n_init=cfg.gmm_n_init,
                          random_state=ctx.seed, device=ctx.device).fit(est.embedding_.double())
     extra = {f"gmm_{k}": v for k, v in evaluate(data.y, gm.labels_).items()}
-    # a cache hit's wall time leaves the autoencoder's training out: its seconds are recorded
-    ae_hist = est.autoencoder_history_
-    extra["autoencoder_seconds"] = ae_hist["seconds"][-1]
-    extra["autoencoder_cached"] = float(bool(ae_hist.scalars.get("cached_from")))
+    extra.update(cache_metrics(est.autoencoder_history_))
     # the encoder in half precision (as gmm-ae); the small GAN mixture in full precision
     state = {"encoder": export_encoder(est.autoencoder_),
              "ganmm": {k: v.detach().cpu() for k, v in est.nets_.state_dict().items()},

@@ -26,8 +26,8 @@ from sklearn.exceptions import ConvergenceWarning  # scikit-learn's own class, r
 from ..config import MethodConfig
 from ..em import perturb_responsibilities, responsibilities
 from ..train import progress
-from .autoencoder import (AutoencoderConfig, cached_autoencoder, codes_from_checkpoint, encode,
-                          export_encoder)
+from .autoencoder import (AutoencoderConfig, cache_metrics, cached_autoencoder,
+                          codes_from_checkpoint, encode, export_encoder)
 from .base import (ClusterEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters,
                    seed_from)
 from .kmeans import KMeans, kmeans_plusplus
@@ -882,8 +882,7 @@ def _fit_gmm_ae(data, cfg: GMMAEConfig, ctx: RunContext) -> FitResult:
     state = {"encoder": export_encoder(model), **_gmm_state(gm)}
     return FitResult(gm.labels_, state, {**hist.to_dict(), "lower_bound": gm.lower_bounds_},
                      {"lower_bound": gm.lower_bound_, "final_recon": hist.last("loss/recon"),
-                      "autoencoder_seconds": hist["seconds"][-1],
-                      "autoencoder_cached": float(bool(hist.scalars.get("cached_from")))})
+                      **cache_metrics(hist)})
 
 
 def _reload_gmm_ae(ck, data, cfg: GMMAEConfig, device) -> np.ndarray:
