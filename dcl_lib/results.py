@@ -674,6 +674,8 @@ def readme_block(root: Path = ROOT) -> str:
             + markdown_table(full, cols + ("paper",))
             + "\nQuick profile (10,000 MNIST training images, seed 0, CPU):\n\n"
             + markdown_table(quick, cols)
+            + "\nDEPICT's quick row starts from AC-PIC on a committed, untimed pretrained "
+            "network; its full row, from k-means.\n"
             + speed_line(root)
             + f"\n![ACC against training time]({FIGURE})\n\n"
             "The paper's figures and the command of every row: `notebooks/07_results.ipynb`.\n"
