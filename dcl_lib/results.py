@@ -443,8 +443,8 @@ def profile_split(dataset: str, profile: str) -> str:
 
 
 def summary_rows(records: list[Record], dataset: str, profile: str,
-                 methods: list[str] | None = None, split: str | None = None
-                 ) -> list[dict[str, Any]]:
+                 methods: list[str] | None = None, split: str | None = None,
+                 expect_seeds: bool | None = None) -> list[dict[str, Any]]:
     """One row per method variant: metrics as mean ± sd over seeds, the seeds present and
     missing, wall time, device, the paper's figure, the reproducing command.  Every
     method in ``methods`` gets a row, a missing one saying so.  Only runs on ``split``
@@ -458,9 +458,15 @@ def summary_rows(records: list[Record], dataset: str, profile: str,
 
     Beside the printed cells (strings), a row holds what they were printed from:
     ``base`` (the method), ``tag`` (the records' tag, None for the profile), ``cut``,
-    ``missing`` (the expected seeds absent from a full profile's row), and ``mean`` /
+    ``missing`` (the expected seeds absent from the row), and ``mean`` /
     ``sd`` per metric (the sample sd, 0 for one seed; neither for cut runs), and
-    ``values`` per metric (the seeds' own values, in seed order; none for cut runs)."""
+    ``values`` per metric (the seeds' own values, in seed order; none for cut runs).
+
+    ``expect_seeds``: whether a method's untagged row should hold every seed of
+    ``EXPECTED_SEEDS`` and name the absent ones (default: for the full profile only; a
+    variant's row, tagged, never expects them: one seed is enough for a variant)."""
+    if expect_seeds is None:
+        expect_seeds = profile == "full"
     rows = []
     by_variant: dict[tuple[str, str | None], list[Record]] = {}
     split = split or profile_split(dataset, profile)
@@ -482,7 +488,7 @@ def summary_rows(records: list[Record], dataset: str, profile: str,
                "missing": [], "mean": {}, "sd": {}, "values": {}}
         if is_cut:
             row["seeds"] = ", ".join(f"{r.seed} ({_stopped(r)})" for r in recs)
-        if profile == "full" and tag is None:
+        if expect_seeds and tag is None:
             row["missing"] = [s for s in EXPECTED_SEEDS if s not in seeds]
             if row["missing"]:
                 row["seeds"] += f" (missing {', '.join(map(str, row['missing']))})"

@@ -220,6 +220,29 @@ def test_a_table_holds_the_runs_of_its_profile_s_split_only():
     assert {m.split(" [")[0] for m in test} == {"depict"}
 
 
+def test_a_profile_other_than_full_names_its_missing_seeds_when_asked(tmp_path):
+    """07's table of DEPICT on the 10,000-image sets expects three seeds of the quick and
+    ``paper`` profiles too: the absent ones are named there as in a full profile's row."""
+    from dcl_lib.results import Record
+    base = {"metrics": {"acc": 0.9, "nmi": 0.8, "ari": 0.7}, "wall_time_s": 60.0,
+            "device": "cpu", "command": "python -m dcl_lib run depict --seed 0"}
+    recs = [Record(tmp_path / "a.json", "depict", "mnist", "paper", 0, None, base),
+            Record(tmp_path / "b.json", "depict", "mnist", "paper", 2, "main100", base)]
+    plain = {r["method"]: r for r in summary_rows(recs, "mnist", "paper", split="test")}
+    assert plain["depict"]["missing"] == [] and plain["depict"]["seeds"] == "0"
+    asked = {r["method"]: r for r in summary_rows(recs, "mnist", "paper", split="test",
+                                                    expect_seeds=True)}
+    assert asked["depict"]["missing"] == [1, 2]
+    assert asked["depict"]["seeds"] == "0 (missing 1, 2)"
+    # a variant's row (tagged) never expects them; the full profile always does
+    assert asked["depict [main100]"]["missing"] == []
+    full = [Record(tmp_path / "c.json", "depict", "mnist", "full", 1, None, base)]
+    (row,) = summary_rows(full, "mnist", "full", split="test")
+    assert row["missing"] == [0, 2]
+    (row,) = summary_rows(full, "mnist", "full", split="test", expect_seeds=False)
+    assert row["missing"] == [] and row["seeds"] == "1"
+
+
 def test_readme_block_is_generated_from_the_results():
     text = (ROOT / "README.md").read_text()
     assert readme_block(ROOT) in text, "README's results block is stale: run python -m dcl_lib results --readme"
