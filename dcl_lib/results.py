@@ -547,14 +547,21 @@ def markdown_table(rows: list[dict[str, str]], columns=("method", "seeds", "acc"
 
 
 def html_table(rows: list[dict[str, str]], columns=("method", "seeds", "acc", "nmi", "ari", "purity",
-                                                     "wall", "device", "paper")) -> str:
-    """The same rows as an HTML table (rendered alike by Jupyter and the built book)."""
+                                                     "wall", "device", "paper"),
+               caption: str | None = None) -> str:
+    """The same rows as an HTML table (rendered alike by Jupyter and the built book),
+    with ``caption`` above it when given (escaped, as every cell is).  A column that a
+    row lacks is a ``ValueError``."""
     from html import escape
 
+    absent = sorted({c for r in rows for c in columns if c not in r})
+    if absent:
+        raise ValueError(f"html_table: columns {absent} are not in every row")
+    cap = f"<caption>{escape(caption)}</caption>" if caption else ""
     head = "".join(f"<th>{escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{escape(r[c])}</td>" for c in columns) + "</tr>"
                    for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def plot_acc_vs_time(records: list[Record], ax=None, log_x: bool = True,

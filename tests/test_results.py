@@ -415,3 +415,48 @@ def test_acc_at_and_time_to_read_a_history():
     assert time_to(rec, 0.95) == (1.0, 1) and time_to(rec, 0.99) == (None, None)
     with pytest.raises(ValueError, match="no evaluation at step 7"):
         acc_at(rec, 7)
+
+
+def test_html_table_holds_the_rows_escaped_in_column_order_under_its_caption():
+    """Read back with the standard library's HTML parser: the caption, the header in the
+    order asked, one row per record, each cell's text as given (markup escaped)."""
+    from html.parser import HTMLParser
+
+    from dcl_lib.results import html_table
+
+    class Cells(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags, self.text, self.rows, self.caption = [], None, [], None
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+            if tag == "tr":
+                self.rows.append([])
+            if tag in ("td", "th", "caption"):
+                self.text = ""
+
+        def handle_data(self, data):
+            if self.text is not None:
+                self.text += data
+
+        def handle_endtag(self, tag):
+            if tag == "caption":
+                self.caption = self.text
+            elif tag in ("td", "th"):
+                self.rows[-1].append(self.text)
+            if tag in ("td", "th", "caption"):
+                self.text = None
+
+    rows = [{"method": "a<b>", "acc": "0.9 ± 0.1", "x": "unused"},
+            {"method": "c & d", "acc": "missing", "x": ""}]
+    parsed = Cells()
+    parsed.feed(html_table(rows, ("acc", "method"), caption="Table: <ACC> & method"))
+    assert parsed.caption == "Table: <ACC> & method"
+    assert parsed.rows == [["acc", "method"], ["0.9 ± 0.1", "a<b>"], ["missing", "c & d"]]
+    assert "b" not in parsed.tags and parsed.tags.count("caption") == 1
+    parsed = Cells()
+    parsed.feed(html_table(rows, ("method",)))
+    assert parsed.caption is None and parsed.rows == [["method"], ["a<b>"], ["c & d"]]
+    with pytest.raises(ValueError, match=r"\['nmi'\]"):
+        html_table(rows, ("method", "nmi"))
