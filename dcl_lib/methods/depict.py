@@ -81,10 +81,11 @@ def depict_optimal_target(p: torch.Tensor, tol: float = 1e-12, max_iter: int = 1
     fixed-point iteration f <- mean_i q, q <- rows of p / f normalised can oscillate: with
     every row of p equal to (0.7, 0.3) it alternates between p and the uniform rows for
     ever, while the minimiser is q ∝ sqrt(p).  So the update is damped in log space,
-    log q <- (1 - damping) log q + damping (log p - log f), rows normalised; with the
-    default 1/2 each step halves the deviation along every direction the plain step
-    reverses (the equal-rows case converges in one step).  ``damping=1`` is the plain
-    iteration.  Stops when no entry of Q moves by more than ``tol``.
+    log q <- (1 - damping) log q + damping (log p - log f), rows normalised.  Near the
+    fixed point the plain step's eigenvalues lie in [-1, 0]; with the default damping 1/2
+    they lie in [0, 1/2], so every deviation at least halves at each step, and one that
+    the plain step reverses (eigenvalue -1) vanishes: the equal-rows case converges in
+    one step.  ``damping=1`` is the plain iteration.  Stops when no entry of Q moves by more than ``tol``.
     """
     if not 0 < damping <= 1:
         raise ValueError(f"damping must be in (0, 1], got {damping}")
