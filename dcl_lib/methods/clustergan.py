@@ -210,7 +210,7 @@ def update_generator_encoder(G, D, E, opt_ge, n: int, cfg: ClusterGANConfig, g: 
     else:
         zn_hat, zc_logits = E(fake)
         loss, mse, ce = generator_encoder_loss(d_fake, z_n, k, zn_hat, zc_logits, cfg.beta_n, cfg.beta_c)
-    opt_ge.zero_grad(set_to_none=True)  # also clears what this step put on the critic
+    opt_ge.zero_grad(set_to_none=True)  # G and E only: update_critic zeroes the critic's own
     loss.backward()
     opt_ge.step()
     return loss.detach(), mse.detach(), ce.detach()
