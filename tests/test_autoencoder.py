@@ -207,6 +207,19 @@ def test_the_cosine_schedule_sets_each_epochs_learning_rate_and_resumes_on_it(tm
         assert torch.equal(a, b)
 
 
+def test_reconstruction_loss_against_its_formulas_and_an_unknown_name():
+    from dcl_lib.methods.autoencoder import reconstruction_loss
+
+    g = torch.Generator().manual_seed(0)
+    x, x_hat = torch.rand(5, 7, generator=g), torch.rand(5, 7, generator=g) * 0.98 + 0.01
+    bce = -(x * x_hat.log() + (1 - x) * (1 - x_hat).log()).mean()
+    assert float(reconstruction_loss(x_hat, x, "bce")) == pytest.approx(float(bce), rel=1e-5)
+    assert float(reconstruction_loss(x_hat, x, "mse")) == pytest.approx(
+        float(((x_hat - x) ** 2).mean()), rel=1e-6)
+    with pytest.raises(ValueError, match="loss must be 'bce' or 'mse', got 'l1'"):
+        reconstruction_loss(x_hat, x, "l1")
+
+
 def test_a_cache_miss_trains_with_the_epoch_hook_and_a_hit_never_calls_it(tmp_path, monkeypatch):
     from dcl_lib.methods.autoencoder import cached_autoencoder
 

@@ -176,6 +176,37 @@ def test_autoencoder_step_moves_encoder_and_decoder_not_d(loss):
     assert any(not torch.equal(a, b) for a, b in zip(e_before, nets.ae.encoder.parameters()))
 
 
+@pytest.mark.parametrize("ae_loss", ["bce", "mse"])
+def test_the_step_s_reconstruction_is_the_autoencoder_s_own_loss_written_out(ae_loss):
+    """The fine-tuning step reconstructs with the loss the autoencoder was trained with:
+    the binary cross-entropy of a sigmoid output, or the squared error of a linear one
+    (the full profile's DEC-keras recipe), each written out here."""
+    cfg = dataclasses.replace(CFG, ae_loss=ae_loss)
+    torch.manual_seed(0)
+    ae = MLPAutoencoder(20, cfg.hidden, cfg.latent_dim, sigmoid_output=ae_loss == "bce")
+    nets = DCANNets(ae, 3, torch.zeros(2), 1.0, cfg.disc_hidden, True)
+    x, k = _images(8)[0], torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    with torch.no_grad():
+        x_hat = nets.decode(nets.code(x))
+    if ae_loss == "bce":
+        want = -(x * x_hat.log() + (1 - x) * (1 - x_hat).log()).mean()
+    else:
+        want = ((x_hat - x) ** 2).mean()
+    opt = torch.optim.SGD(nets.ae.parameters(), lr=0.0)
+    recon, _ = update_autoencoder(nets, opt, x, k, _target(), cfg, seeded_generator(0))
+    assert float(recon) == pytest.approx(float(want), rel=1e-5)
+
+
+def test_an_autoencoder_trained_with_another_loss_is_a_value_error():
+    x = _images(30)[0]
+    linear = MLPAutoencoder(20, CFG.hidden, CFG.latent_dim, sigmoid_output=False)
+    with pytest.raises(ValueError, match="ae_loss='bce' needs an autoencoder with a sigmoid"):
+        DCAN(3, CFG).fit(x, autoencoder=linear)
+    sigmoid = MLPAutoencoder(20, CFG.hidden, CFG.latent_dim)
+    with pytest.raises(ValueError, match="ae_loss='mse' needs an autoencoder with a linear"):
+        DCAN(3, dataclasses.replace(CFG, ae_loss="mse")).fit(x, autoencoder=sigmoid)
+
+
 def test_clustering_term_reaches_the_encoder():
     """The adversarial term alone (recon_weight=0) must change the encoder: a detached
     code would leave it still."""
@@ -316,16 +347,22 @@ def test_target_spread_fixed_keeps_the_first_fits_covariances(spread):
                               atol=1e-5)
 
 
-def test_runner_checkpoint_reloads_to_the_recorded_labels(tmp_path):
+@pytest.mark.parametrize("recipe", ["quick", "full"])
+def test_runner_checkpoint_reloads_to_the_recorded_labels(tmp_path, recipe):
     """The runner's export (half-precision encoder, theta*) relabels the data as the run
     did: predict and reload both use theta*'s responsibilities (a covariance passed where
-    a Cholesky factor is expected would move most labels)."""
+    a Cholesky factor is expected would move most labels).  Both profiles' autoencoder
+    recipes: the full one's linear output is fine-tuned on the squared error."""
+    from dcl_lib.methods.autoencoder import AutoencoderConfig
     from dcl_lib.results import reevaluate
     from dcl_lib.runner import run
 
+    ae = {k: v for k, v in AutoencoderConfig.profiles[recipe].items() if k != "epochs"}
     rec = run(method="dcan", dataset="digits", profile="quick", seed=0, verbose=False,
-              overrides={"hidden": (64,), "epochs": 5, "finetune_epochs": 3, "gmm_n_init": 1},
+              overrides={**ae, "hidden": (64,), "epochs": 5, "finetune_epochs": 3,
+                         "gmm_n_init": 1},
               out_dir=tmp_path)
+    assert rec["config"]["ae_loss"] == ("mse" if recipe == "full" else "bce")
     got, labels = reevaluate(tmp_path / "dcan" / "digits-all-quick-seed0.json")
     assert abs(got["acc"] - rec["metrics"]["acc"]) <= 5e-3
     x, y = _images(60)

@@ -8,7 +8,7 @@ one shift per dimension and one scale for all, fixed for the run) and a Gaussian
 theta* = {pi_k, mu_k, Sigma_k} is fitted to them; k*(x) = argmax_k p(k | z_hat(x)).
 The encoder (and decoder) are then fine-tuned on
 
-    L = recon_weight * BCE(x, dec(enc(x))) + weight * L_cluster
+    L = recon_weight * R(x, dec(enc(x))) + weight * L_cluster
 
 with one of four clustering terms (``loss``):
 
@@ -50,7 +50,8 @@ from ..nets import MLPAutoencoder, mlp
 from ..train import (History, LossWindow, TrainState, batched, make_adam,
                      minibatches, progress, seeded_generator)
 from .autoencoder import (AutoencoderConfig, cache_metrics, cached_autoencoder,
-                          codes_from_checkpoint, encode, export_encoder, train_autoencoder)
+                          codes_from_checkpoint, encode, export_encoder, reconstruction_loss,
+                          train_autoencoder)
 from .base import ConfiguredEstimator, FitResult, MethodSpec, RunContext, as_tensor, check_n_clusters
 
 __all__ = ["DCANConfig", "DCANNets", "Target", "fit_target", "sample_target", "abc_loss",
@@ -317,8 +318,10 @@ def update_discriminator(nets: DCANNets, opt_d: torch.optim.Optimizer, x: torch.
 def update_autoencoder(nets: DCANNets, opt: torch.optim.Optimizer, x: torch.Tensor,
                        k: torch.Tensor, target: Target, cfg: DCANConfig,
                        g: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step of recon_weight * BCE(x, dec(z)) + weight * L_cluster on the encoder and
-    decoder (D is not updated).  Returns (reconstruction, clustering term), detached."""
+    """One step of recon_weight * R(x, dec(z)) + weight * L_cluster on the encoder and
+    decoder (D is not updated); R is the reconstruction error the autoencoder was trained
+    with (``cfg.ae_loss``: binary cross-entropy or squared error).  Returns
+    (reconstruction, clustering term), detached."""
     if cfg.loss == "kl":  # the encoder's Gaussian, reparameterised: z = m + s * eps
         m, logvar = nets.code_logvar(x)
         eps = torch.randn(m.shape, generator=g, device=g.device).to(m.device)
@@ -330,7 +333,7 @@ def update_autoencoder(nets: DCANNets, opt: torch.optim.Optimizer, x: torch.Tens
             cluster = abc_loss(z_hat, k, target)
         else:  # dcan, aae: fool D, non-saturating
             cluster = nonsaturating_generator_loss(nets.D(z_hat, k if nets.conditional else None))
-    recon = F.binary_cross_entropy(nets.decode(z_hat), x.flatten(1))
+    recon = reconstruction_loss(nets.decode(z_hat), x.flatten(1), cfg.ae_loss)
     loss = cfg.recon_weight * recon + cfg.weight * cluster
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -423,6 +426,12 @@ def train_dcan(X: torch.Tensor, ae: MLPAutoencoder, cfg: DCANConfig, seed: int =
     state = state or TrainState()
     g = seeded_generator(seed, device)
     torch.manual_seed(seed)
+    sigmoid = isinstance(ae.decoder[-1], nn.Sigmoid)
+    if sigmoid != (cfg.ae_loss == "bce"):
+        raise ValueError(f"ae_loss={cfg.ae_loss!r} needs an autoencoder with a "
+                         f"{'sigmoid' if cfg.ae_loss == 'bce' else 'linear'} output, and this "
+                         f"one has a {'sigmoid' if sigmoid else 'linear'} one: fine-tune it "
+                         "with the loss it was trained with")
     ae = copy.deepcopy(ae).to(device)
     Z0 = encode(ae, X)
     shift, scale = _standardization(Z0)
