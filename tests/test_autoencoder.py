@@ -243,6 +243,14 @@ def test_ae_kmeans_runner_reloads_to_its_labels(tmp_path, monkeypatch):
     got, labels = reevaluate(tmp_path / "ae-kmeans" / "digits-all-quick-seed0.json")
     assert got["acc"] == pytest.approx(rec["metrics"]["acc"], abs=5e-4)
     assert rec["metrics"]["acc"] > 0.3  # digits' 10 classes: chance is 0.1
+    # the training's seconds are recorded; a second run loads the network from the cache
+    # and records the same training, so a seed's time counts it either way
+    assert rec["metrics"]["autoencoder_cached"] == 0.0
+    again = run("ae-kmeans", "digits", "quick", seed=0, out_dir=tmp_path / "again",
+                overrides={"hidden": (32,), "epochs": 3, "kmeans_n_init": 2})
+    assert again["metrics"]["autoencoder_cached"] == 1.0
+    assert again["metrics"]["autoencoder_seconds"] == rec["metrics"]["autoencoder_seconds"]
+    assert again["metrics"]["acc"] == rec["metrics"]["acc"]
 
 
 def test_no_method_config_redefines_an_autoencoder_field():

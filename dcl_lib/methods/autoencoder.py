@@ -316,7 +316,9 @@ def _fit_ae_kmeans(data, cfg: AEKMeansConfig, ctx: RunContext) -> FitResult:
                 device=ctx.device).fit(Z)
     state = {"encoder": export_encoder(model),
              "centres": torch.as_tensor(km.cluster_centers_, dtype=torch.float32)}
-    return FitResult(km.labels_, state, hist, {"inertia": km.inertia_})
+    # the autoencoder's training seconds and whether they came from the cache: a hit's
+    # wall time leaves the training out, and a seed's time adds it back
+    return FitResult(km.labels_, state, hist, {"inertia": km.inertia_, **cache_metrics(hist)})
 
 
 def _reload_ae_kmeans(ck, data, cfg: AEKMeansConfig, device):
