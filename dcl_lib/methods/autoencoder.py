@@ -53,9 +53,9 @@ class AutoencoderConfig(MethodConfig):
     # initialisation; k-means on the codes of all 70,000 MNIST images reaches the
     # published 0.88 where the defaults above reach about 0.74 (results/benchmarks/
     # autoencoder_recipes.json, issue 37), in under an hour per seed on 2 CPU cores
-    FULL_RECIPE = {"ae_loss": "mse", "ae_optimizer": "sgd", "lr": 1.0, "ae_momentum": 0.9,
-                   "ae_init": "dec", "input_dropout": 0.0, "epochs": 300}
-    profiles = {"quick": {"hidden": (256, 256, 512), "epochs": 50}, "full": dict(FULL_RECIPE)}
+    profiles = {"quick": {"hidden": (256, 256, 512), "epochs": 50},
+                "full": {"ae_loss": "mse", "ae_optimizer": "sgd", "lr": 1.0, "ae_momentum": 0.9,
+                         "ae_init": "dec", "input_dropout": 0.0, "epochs": 300}}
 
     def validate(self) -> None:
         if self.ae_loss not in ("bce", "mse"):
