@@ -33,7 +33,7 @@ def one_run() -> dict:
     from dcl_lib.chapter import setup
     from dcl_lib.methods import ganmm as GM
     from dcl_lib.methods.autoencoder import cached_autoencoder, encode
-    from dcl_lib.methods.gmm import GaussianMixture
+    from dcl_lib.methods.gmm import fit_mixture
     from dcl_lib.metrics import evaluate
 
     t0 = time.perf_counter()
@@ -42,8 +42,9 @@ def one_run() -> dict:
     data = ch.data("mnist")
     ae, _ = cached_autoencoder(data.flat(), cfg.autoencoder(), 0, "cpu", verbose=False)
     Z = encode(ae, data.flat())
-    gmm = GaussianMixture(cfg.n_clusters, covariance_type="full", n_init=cfg.gmm_n_init,
-                          random_state=0, device="cpu").fit(Z.double())
+    gmm = fit_mixture(Z.double(), cfg.n_clusters, covariance_type="full",
+                      n_init=cfg.gmm_n_init, kmeans_start=cfg.gmm_kmeans_start,
+                      random_state=0, device="cpu")
     model = GM.GANMM(cfg.n_clusters, cfg, random_state=0, device="cpu")
     model.fit_embedding(Z, ae.decoder, y_eval=data.y)
     return {"cpu_capability": torch.backends.cpu.get_cpu_capability(),

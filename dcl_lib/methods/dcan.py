@@ -88,7 +88,8 @@ class DCANConfig(AutoencoderConfig):
     assign: str = "hard"            # each point's cluster in the terms: "hard" k* or "soft" k ~ p(k | z)
     covariance_type: str = "full"   # of theta* ("full" or "diag")
     reg_covar: float = 1e-4         # on standardized codes
-    gmm_n_init: int = 5             # the initial theta* (and the GMM baseline it is)
+    gmm_n_init: int = 5             # the initial theta* (and the GMM baseline it is) ...
+    gmm_kmeans_start: int = 10      # ... plus one EM start at k-means' partition (restarts)
     refresh_iter: int = 10          # EM iterations of a warm-started refit
     logvar_init: float = -4.0       # loss="kl": initial log s^2 of the encoder's Gaussian
     saturation: float = 0.99        # D's epoch accuracy from which it "wins outright"
@@ -212,13 +213,14 @@ class Target:
 
 def fit_target(Z_hat: torch.Tensor, cfg: DCANConfig, seed: int, previous: Target | None = None
                ) -> tuple[Target, str]:
-    """theta* by EM on the codes (N, d): ``gmm_n_init`` k-means starts, or warm-started
+    """theta* by EM on the codes (N, d): ``gmm_n_init`` k-means starts and one at the
+    partition of k-means with ``gmm_kmeans_start`` restarts (:func:`fit_mixture`), or warm-started
     from ``previous`` for ``refresh_iter`` iterations (cluster k keeps its identity).
 
     A warm start that leaves a cluster without points falls back to a fresh fit; returns
     (target, what happened: "fit", "refresh" or "refit: cluster(s) [..] empty").
     """
-    from .gmm import GaussianMixture
+    from .gmm import GaussianMixture, fit_mixture
 
     if not torch.isfinite(Z_hat).all():
         raise ValueError("the codes have non-finite values (NaN or inf): lower finetune_lr or weight")
@@ -245,7 +247,8 @@ def fit_target(Z_hat: torch.Tensor, cfg: DCANConfig, seed: int, previous: Target
                 note = f"refit: cluster(s) {np.flatnonzero(sizes == 0).tolist()} empty"
                 previous, spread = None, None
         if previous is None:
-            gm = GaussianMixture(K, n_init=cfg.gmm_n_init, max_iter=300, **common).fit(Z64)
+            gm = fit_mixture(Z64, K, n_init=cfg.gmm_n_init, kmeans_start=cfg.gmm_kmeans_start,
+                             max_iter=300, **common)
     cov = torch.as_tensor(gm.covariances_, device=Z_hat.device)
     if cfg.covariance_type == "diag":
         cov = torch.diag_embed(cov)

@@ -86,7 +86,8 @@ class GANMMConfig(AutoencoderConfig):
     min_cluster: float = 0.1       # a cluster below this fraction of N / K is starving: reseeded
     hold_iters: int = 200          # after a reseed, the partition is held this long
     eval_every: int = 500
-    gmm_n_init: int = 5            # the Gaussian mixture on the same embedding (the comparison)
+    gmm_n_init: int = 5            # the Gaussian mixture on the same embedding (the comparison) ...
+    gmm_kmeans_start: int = 10     # ... plus one EM start at the k-means partition GANMM starts from
     # the raw variant: K convolutional generators and critics and a convolutional classifier
     # on the images (the library's ClusterGAN-sized nets, 4x4 kernels; official: DCGAN-like
     # 5x5 nets with z in R^128).  No autoencoder and no Gaussian-mixture comparison.
@@ -599,7 +600,7 @@ class GANMM(ConfiguredEstimator):
 
 def _fit(data, cfg: GANMMConfig, ctx: RunContext) -> FitResult:
     from ..metrics import evaluate
-    from .gmm import GaussianMixture
+    from .gmm import fit_mixture
 
     est = GANMM(cfg.n_clusters, cfg, ctx.seed, ctx.device, ctx.verbose)
     if cfg.variant == "raw":  # no autoencoder, no Gaussian mixture on 784 pixels
@@ -610,8 +611,9 @@ def _fit(data, cfg: GANMMConfig, ctx: RunContext) -> FitResult:
         return FitResult(est.labels_, state, est.history_.to_dict(), {})
     est.fit(data.flat(), y_eval=data.y, state=ctx.state)
     # the comparison the chapter makes: a Gaussian mixture on the same codes, same run
-    gm = GaussianMixture(cfg.n_clusters, covariance_type="full", n_init=cfg.gmm_n_init,
-                         random_state=ctx.seed, device=ctx.device).fit(est.embedding_.double())
+    gm = fit_mixture(est.embedding_.double(), cfg.n_clusters, covariance_type="full",
+                     n_init=cfg.gmm_n_init, kmeans_start=cfg.gmm_kmeans_start,
+                     random_state=ctx.seed, device=ctx.device)
     extra = {f"gmm_{k}": v for k, v in evaluate(data.y, gm.labels_).items()}
     extra.update(cache_metrics(est.autoencoder_history_))
     # the encoder in half precision (as gmm-ae); the small GAN mixture in full precision

@@ -42,6 +42,7 @@ __all__ = [
     "estimate_log_prob",
     "e_step",
     "em_from_partition",
+    "fit_mixture",
     "m_step",
     "m_step_decrease_bound",
     "epsilon_em",
@@ -831,10 +832,49 @@ def _mixture_labels(ck, Z: torch.Tensor, covariance_type: str) -> np.ndarray:
                   covariance_type)[0].argmax(1).cpu().numpy()
 
 
-def _fit_mixture(Z: torch.Tensor, cfg, ctx: RunContext) -> GaussianMixture:
-    return GaussianMixture(cfg.n_components, covariance_type=cfg.covariance_type, tol=cfg.tol,
-                           reg_covar=cfg.reg_covar, max_iter=cfg.max_iter, n_init=cfg.n_init,
-                           random_state=ctx.seed, device=ctx.device, verbose=ctx.verbose).fit(Z)
+def fit_mixture(X, n_components: int, *, n_init: int = 1, kmeans_start: int = 0,
+                random_state: int = 0, **kwargs) -> GaussianMixture:
+    """EM from ``n_init`` starts (each one k-means run, as :class:`GaussianMixture`) and,
+    where ``kmeans_start`` > 0, from one more: the partition of k-means with that many
+    restarts (one M-step on its one-hot responsibilities).  The highest final lower bound
+    wins, as among restarts.
+
+    The extra start is the answer of the k-means baseline, so the mixture's likelihood is
+    at least that of EM run from k-means' own partition.  Returns the winning mixture with
+    ``start_`` ("k-means" or "restarts") and ``start_bounds_`` (each start's lower bound).
+    ``kwargs`` go to :class:`GaussianMixture` (covariance_type, tol, reg_covar, max_iter,
+    device, verbose, ...)."""
+    if isinstance(kmeans_start, bool) or not isinstance(kmeans_start, int) or kmeans_start < 0:
+        raise ValueError(f"kmeans_start must be an integer >= 0, got {kmeans_start!r}")
+    gm = GaussianMixture(n_components, n_init=n_init, random_state=random_state,
+                         **kwargs).fit(X)
+    gm.start_, gm.start_bounds_ = "restarts", {"restarts": gm.lower_bound_}
+    if kmeans_start == 0:
+        return gm
+    Xt = as_tensor(X, dtype=gm._dtype_for(X), device=gm._device())
+    km = KMeans(n_components, n_init=kmeans_start, random_state=random_state,
+                device=Xt.device, dtype=Xt.dtype).fit(Xt)
+    gamma = torch.nn.functional.one_hot(torch.as_tensor(km.labels_, device=Xt.device).long(),
+                                        n_components).to(Xt.dtype)
+    pi, mu, Sigma = m_step(Xt, gamma, gm.covariance_type, gm.reg_covar)
+    gk = GaussianMixture(n_components, random_state=random_state,
+                         **{**kwargs, "weights_init": (pi / pi.sum()).cpu().numpy(),
+                            "means_init": mu.cpu().numpy(),
+                            "covariances_init": Sigma.cpu().numpy()}).fit(Xt)
+    bounds = {"restarts": gm.lower_bound_, "k-means": gk.lower_bound_}
+    best = gk if gk.lower_bound_ >= gm.lower_bound_ else gm
+    best.start_ = "k-means" if best is gk else "restarts"
+    best.start_bounds_ = bounds
+    return best
+
+
+def _fit_mixture(Z: torch.Tensor, cfg, ctx: RunContext, kmeans_start: int = 0
+                 ) -> GaussianMixture:
+    return fit_mixture(Z, cfg.n_components, n_init=cfg.n_init, kmeans_start=kmeans_start,
+                       random_state=ctx.seed,
+                       covariance_type=cfg.covariance_type, tol=cfg.tol,
+                       reg_covar=cfg.reg_covar, max_iter=cfg.max_iter, device=ctx.device,
+                       verbose=ctx.verbose)
 
 
 def _fit_gmm(data, cfg: GMMConfig, ctx: RunContext) -> FitResult:
@@ -866,6 +906,7 @@ class GMMAEConfig(AutoencoderConfig):
     tol: float = 1e-3
     max_iter: int = 300
     n_init: int = 5
+    kmeans_start: int = 10         # one more EM start: k-means' partition (10 restarts)
 
     profiles = {"quick": {**AutoencoderConfig.profiles["quick"], "n_init": 2},
                 "full": dict(AutoencoderConfig.profiles["full"])}
@@ -877,12 +918,14 @@ def _fit_gmm_ae(data, cfg: GMMAEConfig, ctx: RunContext) -> FitResult:
     # its training out, so its training seconds are recorded
     model, hist = cached_autoencoder(data.flat(), cfg.autoencoder(), ctx.seed, ctx.device,
                                      ctx.verbose, state=ctx.state)
-    gm = _fit_mixture(encode(model, data.flat()).double(), cfg, ctx)
+    gm = _fit_mixture(encode(model, data.flat()).double(), cfg, ctx, cfg.kmeans_start)
     # only what assigns clusters: the encoder (half precision) and the mixture
     state = {"encoder": export_encoder(model), **_gmm_state(gm)}
+    names = {"restarts": "lower_bound_restarts", "k-means": "lower_bound_kmeans_start"}
+    starts = {names[k]: v for k, v in gm.start_bounds_.items()}
     return FitResult(gm.labels_, state, {**hist.to_dict(), "lower_bound": gm.lower_bounds_},
-                     {"lower_bound": gm.lower_bound_, "final_recon": hist.last("loss/recon"),
-                      **cache_metrics(hist)})
+                     {"lower_bound": gm.lower_bound_, **starts,
+                      "final_recon": hist.last("loss/recon"), **cache_metrics(hist)})
 
 
 def _reload_gmm_ae(ck, data, cfg: GMMAEConfig, device) -> np.ndarray:
