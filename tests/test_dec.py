@@ -132,3 +132,19 @@ def test_estimator_reuses_a_given_autoencoder_and_predicts_its_labels():
     bad[0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN or inf"):
         DEC(10, cfg).fit(bad, autoencoder=ae)
+
+
+def test_the_runner_records_the_shared_autoencoder_s_training(tmp_path, monkeypatch):
+    """As every method on the shared codes: a live training's seconds, and the same seconds
+    from a run that loads the network from the model cache (so a seed's cost counts it)."""
+    from dcl_lib.runner import run
+
+    monkeypatch.setenv("DCL_MODEL_CACHE", str(tmp_path / "models"))
+    small = {"hidden": (32,), "epochs": 2, "max_steps": 30, "update_interval": 10,
+             "kmeans_n_init": 2}
+    rec = run("dec", "digits", "quick", seed=0, out_dir=tmp_path, overrides=small)
+    again = run("dec", "digits", "quick", seed=0, out_dir=tmp_path / "again", overrides=small)
+    assert (rec["metrics"]["autoencoder_cached"], again["metrics"]["autoencoder_cached"]) \
+        == (0.0, 1.0)
+    assert again["metrics"]["autoencoder_seconds"] == rec["metrics"]["autoencoder_seconds"] > 0
+    assert again["metrics"]["acc"] == rec["metrics"]["acc"]
