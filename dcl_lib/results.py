@@ -103,12 +103,14 @@ RETIRED_FIELDS: dict[str, dict[str, str]] = {
 # PyTorch's initialisation)
 _AE_RECIPE = {"ae_loss": "bce", "ae_optimizer": "adam", "ae_momentum": 0.9, "ae_init": "torch",
               "ae_lr_schedule": "constant"}
+# the mixture's extra EM start at k-means' partition (runs before it had none: 0)
 ADDED_FIELDS: dict[str, dict[str, Any]] = {
-    "gmm-ae": {"weight_decay": 0.0, "input_dropout": 0.2, **_AE_RECIPE},
-    "dcan": dict(_AE_RECIPE),
+    "gmm-ae": {"weight_decay": 0.0, "input_dropout": 0.2, **_AE_RECIPE, "kmeans_start": 0},
+    "dcan": {**_AE_RECIPE, "gmm_kmeans_start": 0},
     "clustergan": {"arch": "conv", "cuda_graph": False, "export_generator": True},
     # the raw-pixel variant's networks (runs of the embedded variant do not use them)
-    "ganmm": {"raw_z_dim": 128, "raw_hidden": 1024, "raw_channels": (64, 128), **_AE_RECIPE},
+    "ganmm": {"raw_z_dim": 128, "raw_hidden": 1024, "raw_channels": (64, 128), **_AE_RECIPE,
+              "gmm_kmeans_start": 0},
     # the head's initial partition (runs before it existed used k-means)
     "depict": {"init": "kmeans", "init_neighbors": 20, "acpic_a": 1.0, "acpic_z": 0.01,
                # the official schedule's options (runs before them pretrained and warmed up

@@ -906,10 +906,12 @@ class GMMAEConfig(AutoencoderConfig):
     tol: float = 1e-3
     max_iter: int = 300
     n_init: int = 5
-    kmeans_start: int = 10         # one more EM start: k-means' partition (10 restarts)
+    kmeans_start: int = 0          # > 0: one more EM start, k-means' partition with this
+                                   # many restarts (both profiles: 10)
 
-    profiles = {"quick": {**AutoencoderConfig.profiles["quick"], "n_init": 2},
-                "full": dict(AutoencoderConfig.profiles["full"])}
+    profiles = {"quick": {**AutoencoderConfig.profiles["quick"], "n_init": 2,
+                          "kmeans_start": 10},
+                "full": {**AutoencoderConfig.profiles["full"], "kmeans_start": 10}}
 
 
 def _fit_gmm_ae(data, cfg: GMMAEConfig, ctx: RunContext) -> FitResult:
