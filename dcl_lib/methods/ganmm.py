@@ -88,7 +88,7 @@ class GANMMConfig(AutoencoderConfig):
     eval_every: int = 500
     gmm_n_init: int = 5            # the Gaussian mixture on the same embedding (the comparison) ...
     gmm_kmeans_start: int = 0      # ... plus (> 0) one EM start at the k-means partition GANMM
-                                   # starts from, with this many restarts (both profiles: 10)
+                                   # starts from, with this many restarts (the full profile: 10)
     # the raw variant: K convolutional generators and critics and a convolutional classifier
     # on the images (the library's ClusterGAN-sized nets, 4x4 kernels; official: DCGAN-like
     # 5x5 nets with z in R^128).  No autoencoder and no Gaussian-mixture comparison.
@@ -99,7 +99,7 @@ class GANMMConfig(AutoencoderConfig):
     profiles = {
         # quick: the GMM chapter's quick autoencoder on 10,000 images, a shorter loop
         "quick": {**AutoencoderConfig.profiles["quick"], "iterations": 2000, "eval_every": 250,
-                  "gmm_n_init": 2, "gmm_kmeans_start": 10},
+                  "gmm_n_init": 2},
         "full": {**AutoencoderConfig.profiles["full"], "gmm_kmeans_start": 10},
     }
 
