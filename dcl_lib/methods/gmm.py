@@ -373,6 +373,13 @@ def em(X: torch.Tensor, pi: torch.Tensor, mu: torch.Tensor, Sigma: torch.Tensor,
     return EMResult(pi, mu, Sigma, lower_bound, trace, converged, n_iter)
 
 
+def _partition_params(X: torch.Tensor, labels: torch.Tensor, n_components: int,
+                      covariance_type: str, reg_covar: float):
+    """One M-step on a partition's one-hot responsibilities: (pi, mu, Sigma)."""
+    gamma = torch.nn.functional.one_hot(labels.long(), n_components).to(X.dtype)
+    return m_step(X, gamma, covariance_type, reg_covar)
+
+
 def em_from_partition(X: torch.Tensor, labels, n_components: int, covariance_type: str = "full",
                       reg_covar: float = 1e-6, tol: float = 1e-3, max_iter: int = 100
                       ) -> tuple[torch.Tensor, EMResult]:
@@ -387,8 +394,7 @@ def em_from_partition(X: torch.Tensor, labels, n_components: int, covariance_typ
     if labels.min() < 0 or labels.max() >= n_components:
         raise ValueError(f"labels must lie in [0, {n_components - 1}], got "
                          f"[{int(labels.min())}, {int(labels.max())}]")
-    gamma = torch.nn.functional.one_hot(labels.long(), n_components).to(X.dtype)
-    pi, mu, Sigma = m_step(X, gamma, covariance_type, reg_covar)
+    pi, mu, Sigma = _partition_params(X, labels, n_components, covariance_type, reg_covar)
     r = em(X, pi, mu, Sigma, covariance_type, reg_covar, tol, max_iter)
     log_gamma, _ = e_step(X, torch.log(r.pi), r.mu, _params_to_cov(r.Sigma, covariance_type),
                           covariance_type)
@@ -854,9 +860,8 @@ def fit_mixture(X, n_components: int, *, n_init: int = 1, kmeans_start: int = 0,
     Xt = as_tensor(X, dtype=gm._dtype_for(X), device=gm._device())
     km = KMeans(n_components, n_init=kmeans_start, random_state=random_state,
                 device=Xt.device, dtype=Xt.dtype).fit(Xt)
-    gamma = torch.nn.functional.one_hot(torch.as_tensor(km.labels_, device=Xt.device).long(),
-                                        n_components).to(Xt.dtype)
-    pi, mu, Sigma = m_step(Xt, gamma, gm.covariance_type, gm.reg_covar)
+    pi, mu, Sigma = _partition_params(Xt, torch.as_tensor(km.labels_, device=Xt.device),
+                                      n_components, gm.covariance_type, gm.reg_covar)
     gk = GaussianMixture(n_components, random_state=random_state,
                          **{**kwargs, "weights_init": (pi / pi.sum()).cpu().numpy(),
                             "means_init": mu.cpu().numpy(),
