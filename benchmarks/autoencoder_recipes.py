@@ -19,6 +19,13 @@ cache file.  A recipe the cache does not hold is trained live, as without the fl
 
 Writes results/benchmarks/autoencoder_recipes.json (recipes already there are kept, a
 rerun of one replaces it).
+
+``--quick`` measures the same recipes at the quick profile's size: its narrower stack
+(``hidden`` of the quick profile) on its 10,000 training images, each recipe's epochs
+replaced by ``--epochs``, into results/benchmarks/autoencoder_recipes_quick.json (what
+the quick profile's recipe was chosen from, issue 37):
+
+    python benchmarks/autoencoder_recipes.py --quick --recipes adam-bce dec-keras --epochs 100 --every 10
 """
 from __future__ import annotations
 
@@ -34,6 +41,7 @@ from pathlib import Path
 import torch
 
 from dcl_lib._io import write_json
+from dcl_lib.config import DATA_PROFILES
 from dcl_lib.data import load_dataset
 from dcl_lib.methods.autoencoder import AutoencoderConfig, cached_autoencoder, encode
 from dcl_lib.methods.kmeans import KMeans
@@ -43,6 +51,7 @@ from dcl_lib.train import device_name
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "benchmarks" / "autoencoder_recipes.json"
+OUT_QUICK = ROOT / "results" / "benchmarks" / "autoencoder_recipes_quick.json"
 # the full profile before issue 37 (the config's defaults): every recipe changes it
 BASE = AutoencoderConfig()
 # name -> the fields that differ from BASE (what each one changes)
@@ -58,6 +67,13 @@ RECIPES = {
     "adam-bce-nodrop": {"input_dropout": 0.0},
     "sgd-bce": {"ae_optimizer": "sgd", "lr": 1.0, "ae_momentum": 0.9, "ae_init": "dec",
                 "input_dropout": 0.0, "epochs": 300},
+    # for the quick profile's size (--quick): DEC-keras' recipe with more, smaller steps,
+    # and with the full profile's wider stack
+    "dec-keras-batch64": {"ae_loss": "mse", "ae_optimizer": "sgd", "lr": 1.0, "ae_momentum": 0.9,
+                          "ae_init": "dec", "input_dropout": 0.0, "epochs": 300, "batch_size": 64},
+    "dec-keras-wide": {"ae_loss": "mse", "ae_optimizer": "sgd", "lr": 1.0, "ae_momentum": 0.9,
+                       "ae_init": "dec", "input_dropout": 0.0, "epochs": 300,
+                       "hidden": (500, 500, 2000)},
 }
 # the full profile is DEC-keras' recipe since issue 37: its runs share this one's networks
 # (the model cache's key is the config) and its row is theirs
@@ -68,11 +84,11 @@ COMMIT = git_commit()  # the code that runs: read at the start (the tree may cha
 
 
 def run(name: str, seed: int, every: int, epochs: int | None, X, y,
-        save=lambda row: None) -> dict:
+        save=lambda row: None, base: AutoencoderConfig = BASE) -> dict:
     changes = dict(RECIPES[name])
     if epochs is not None:
         changes["epochs"] = epochs
-    cfg = dataclasses.replace(BASE, **changes)
+    cfg = dataclasses.replace(base, **changes)
     trace = []
     t0 = time.perf_counter()
 
@@ -112,22 +128,29 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     p.add_argument("--cached", action="store_true",
                    help="measure a cached network's last epoch instead of training it again")
+    p.add_argument("--quick", action="store_true",
+                   help="the quick profile's size: its stack on its 10,000 training images")
     a = p.parse_args(argv)
     if not a.cached:
         os.environ["DCL_RETRAIN"] = "1"  # measure a training, never a cached network
-    data = load_dataset("mnist", "all")
+    if a.quick:
+        base = dataclasses.replace(BASE, hidden=AutoencoderConfig.for_profile("quick").hidden)
+        prof, out = DATA_PROFILES["quick"], OUT_QUICK
+        data = load_dataset("mnist", prof.split, subset=prof.subset, seed=0)
+    else:
+        base, out, data = BASE, OUT, load_dataset("mnist", "all")
     X, y = data.flat(), data.y.numpy()
-    rec = json.loads(OUT.read_text()) if OUT.exists() else {"runs": []}
+    rec = json.loads(out.read_text()) if out.exists() else {"runs": []}
     def save(row):
         rec["runs"] = [r for r in rec["runs"] if (r["recipe"], r["seed"]) != (row["recipe"], row["seed"])]
         rec["runs"].append(row)
         rec.update(device=device_name(torch.device("cpu")), threads=torch.get_num_threads(),
                    versions=_versions(), git_commit=COMMIT)
-        write_json(OUT, rec)
+        write_json(out, rec)
 
     for name in a.recipes:
         for seed in a.seeds:
-            save(run(name, seed, a.every, a.epochs, X, y, save))
+            save(run(name, seed, a.every, a.epochs, X, y, save, base))
 
 
 if __name__ == "__main__":

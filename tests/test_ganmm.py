@@ -181,6 +181,23 @@ def test_training_logs_sizes_and_is_deterministic():
     assert all(len(s) == 3 and sum(s) == 150 for s in h.series["sizes"])
 
 
+def test_the_start_is_the_initial_partition_measured_before_training():
+    """start_<metric> scores the partition GANMM begins from (a random one here, so it is
+    far from the blobs' classes, which the trained mixture finds), not the end."""
+    from dcl_lib.methods.ganmm import START_METRICS, initial_labels
+    from dcl_lib.metrics import evaluate
+
+    Z, y = _blobs(150)
+    Zs = standardize(Z)[0]
+    cfg = dataclasses.replace(CFG, iterations=20, eval_every=10, init="random")
+    _, h = train_ganmm(Zs, cfg, seed=0, y=y, verbose=False)
+    ref = evaluate(y.numpy(), initial_labels(Zs, 3, "random", 0).numpy())
+    assert {k: h.scalars[f"start_{k}"] for k in START_METRICS} == {k: ref[k] for k in START_METRICS}
+    assert h.scalars["start_ari"] < 0.1
+    _, h_no_y = train_ganmm(Zs, cfg, seed=0, verbose=False)
+    assert "start_acc" not in h_no_y.scalars
+
+
 def test_epsilon_em_separates_blobs_from_a_random_partition():
     """The method's gain over its own start: from a random partition (ACC about 1/3),
     600 iterations of ε-EM on three separated blobs.  Measured on seeds 0-2: final ACC

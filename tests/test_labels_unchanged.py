@@ -31,7 +31,12 @@ RECORDED = {"torch": "2.14.1", "threads": 2}
 TINY = {
     "kmeans": {},
     "gmm": {"pca_dim": 10},
-    "gmm-ae": {"hidden": (64, 64), "epochs": 3},
+    # the quick profile now trains the autoencoder with DEC-keras' recipe and adds a
+    # k-means start to the mixture (issue 37, meant to move labels); the hash guards the
+    # recipe it had when it was recorded
+    "gmm-ae": {"hidden": (64, 64), "epochs": 3, "ae_loss": "bce", "ae_optimizer": "adam",
+               "lr": 1e-3, "ae_init": "torch", "input_dropout": 0.2, "batch_size": 256,
+               "kmeans_start": 0},
     # the quick profile now starts DEPICT from the agglomerative partition (a change meant
     # to move labels); the hash guards the k-means start it had when it was recorded
     "depict": {"channels": 8, "pretrain_epochs": 2, "warmup_epochs": 2, "epochs": 2, "kmeans_n_init": 2,

@@ -90,14 +90,15 @@ class DCANConfig(AutoencoderConfig):
     reg_covar: float = 1e-4         # on standardized codes
     gmm_n_init: int = 5             # the initial theta* (and the GMM baseline it is) ...
     gmm_kmeans_start: int = 0       # ... plus (> 0) one EM start at the partition of k-means
-                                    # with this many restarts (the full profile: 10)
+                                    # with this many restarts (both profiles: 10)
     refresh_iter: int = 10          # EM iterations of a warm-started refit
     logvar_init: float = -4.0       # loss="kl": initial log s^2 of the encoder's Gaussian
     saturation: float = 0.99        # D's epoch accuracy from which it "wins outright"
 
     profiles = {
         # quick: 30 epochs of 40 steps; full: 15 epochs of 274 steps (all 70,000 images)
-        "quick": {**AutoencoderConfig.profiles["quick"], "finetune_epochs": 30, "gmm_n_init": 2},
+        "quick": {**AutoencoderConfig.profiles["quick"], "finetune_epochs": 30, "gmm_n_init": 2,
+                  "gmm_kmeans_start": 10},
         "full": {**AutoencoderConfig.profiles["full"], "finetune_epochs": 15,
                  "gmm_kmeans_start": 10},
     }

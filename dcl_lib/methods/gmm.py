@@ -912,9 +912,9 @@ class GMMAEConfig(AutoencoderConfig):
     max_iter: int = 300
     n_init: int = 5
     kmeans_start: int = 0          # > 0: one more EM start, k-means' partition with this
-                                   # many restarts (the full profile: 10)
+                                   # many restarts (both profiles: 10)
 
-    profiles = {"quick": {**AutoencoderConfig.profiles["quick"], "n_init": 2},
+    profiles = {"quick": {**AutoencoderConfig.profiles["quick"], "n_init": 2, "kmeans_start": 10},
                 "full": {**AutoencoderConfig.profiles["full"], "kmeans_start": 10}}
 
 
