@@ -36,7 +36,7 @@ from dcl_lib.config import DATA_PROFILES
 from dcl_lib.data import load_dataset
 from dcl_lib.methods.autoencoder import encode, train_autoencoder
 from dcl_lib.methods.ganmm import GANMMConfig, standardize, train_ganmm
-from dcl_lib.methods.gmm import GaussianMixture
+from dcl_lib.methods.gmm import fit_mixture
 from dcl_lib.metrics import evaluate
 from dcl_lib.runner import _versions, git_commit
 from dcl_lib.train import device_name
@@ -62,7 +62,9 @@ def main(argv=None):
     cfg = GANMMConfig.for_profile("quick")
     ae, _ = train_autoencoder(data.flat(), cfg.autoencoder(), 0, verbose=False)
     Z = encode(ae, data.flat())
-    gm = GaussianMixture(10, covariance_type="full", n_init=cfg.gmm_n_init, random_state=0).fit(Z.double())
+    # the mixture as the runner fits it beside GANMM: restarts and the k-means start
+    gm = fit_mixture(Z.double(), 10, covariance_type="full", n_init=cfg.gmm_n_init,
+                     kmeans_start=cfg.gmm_kmeans_start, random_state=0)
     path = Path(args.out) / "ganmm_variants.json"
     rec = {"device": device_name(torch.device("cpu")), "git_commit": git_commit(),
            "versions": _versions(), "data": f"mnist {prof.split}, {len(data)} images (quick)",

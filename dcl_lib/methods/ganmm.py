@@ -87,8 +87,10 @@ class GANMMConfig(AutoencoderConfig):
     hold_iters: int = 200          # after a reseed, the partition is held this long
     eval_every: int = 500
     gmm_n_init: int = 5            # the Gaussian mixture on the same embedding (the comparison) ...
-    gmm_kmeans_start: int = 0      # ... plus (> 0) one EM start at the k-means partition GANMM
-                                   # starts from, with this many restarts (both profiles: 10)
+    gmm_kmeans_start: int = 0      # ... plus (> 0) one EM start at the partition of k-means
+                                   # on the same codes with this many restarts (both
+                                   # profiles: 10; GANMM's own start is k-means on the
+                                   # standardized codes)
     # the raw variant: K convolutional generators and critics and a convolutional classifier
     # on the images (the library's ClusterGAN-sized nets, 4x4 kernels; official: DCGAN-like
     # 5x5 nets with z in R^128).  No autoencoder and no Gaussian-mixture comparison.
