@@ -1,4 +1,5 @@
 """The dense autoencoder: it learns, it is deterministic on CPU, its runner method works."""
+import dataclasses
 import json
 
 import pytest
@@ -282,3 +283,15 @@ def test_no_method_config_redefines_an_autoencoder_field():
                 if field not in pinned and field not in cls.profiles.get(profile, {}):
                     assert getattr(ae, field) == default, (name, profile, field)
     assert {"gmm-ae", "ganmm", "dcan", "dec", "ae-kmeans"} <= set(extended)
+
+
+def test_both_profiles_train_the_autoencoder_with_one_recipe():
+    """The quick profile is the full profile's recipe (DEC-keras': SGD at learning rate 1
+    with momentum 0.9 on the squared error, no dropout, its initialisation) at its size:
+    only the stack, the epochs and the batch differ (issue 37)."""
+    q, f = (dataclasses.asdict(AutoencoderConfig.for_profile(p)) for p in ("quick", "full"))
+    size = ("hidden", "epochs", "batch_size")
+    assert {k: v for k, v in q.items() if k not in size} == \
+        {k: v for k, v in f.items() if k not in size}
+    assert (f["ae_optimizer"], f["ae_loss"], f["lr"], f["input_dropout"]) == ("sgd", "mse", 1.0, 0.0)
+    assert all(q[k] != f[k] for k in size)
