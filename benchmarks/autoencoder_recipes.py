@@ -67,14 +67,11 @@ RECIPES = {
     "adam-bce-nodrop": {"input_dropout": 0.0},
     "sgd-bce": {"ae_optimizer": "sgd", "lr": 1.0, "ae_momentum": 0.9, "ae_init": "dec",
                 "input_dropout": 0.0, "epochs": 300},
-    # for the quick profile's size (--quick): DEC-keras' recipe with more, smaller steps,
-    # and with the full profile's wider stack
-    "dec-keras-batch64": {"ae_loss": "mse", "ae_optimizer": "sgd", "lr": 1.0, "ae_momentum": 0.9,
-                          "ae_init": "dec", "input_dropout": 0.0, "epochs": 300, "batch_size": 64},
-    "dec-keras-wide": {"ae_loss": "mse", "ae_optimizer": "sgd", "lr": 1.0, "ae_momentum": 0.9,
-                       "ae_init": "dec", "input_dropout": 0.0, "epochs": 300,
-                       "hidden": (500, 500, 2000)},
 }
+# for the quick profile's size (--quick): DEC-keras' recipe with more, smaller steps, and
+# with the full profile's wider stack
+RECIPES["dec-keras-batch64"] = {**RECIPES["dec-keras"], "batch_size": 64}
+RECIPES["dec-keras-wide"] = {**RECIPES["dec-keras"], "hidden": (500, 500, 2000)}
 # the full profile is DEC-keras' recipe since issue 37: its runs share this one's networks
 # (the model cache's key is the config) and its row is theirs
 assert dataclasses.replace(BASE, **RECIPES["dec-keras"]) == AutoencoderConfig.for_profile("full")

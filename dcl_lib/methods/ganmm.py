@@ -438,10 +438,10 @@ def train_ganmm(Z: torch.Tensor, cfg: GANMMConfig, seed: int = 0, device="cpu",
                              f"{tuple(labels.shape)}")
     else:
         labels = initial_labels(Z, K, cfg.init, seed)
-    if start == 0 and y is not None:  # the start the method is credited against
-        m0 = evaluate(y.cpu().numpy(), labels.cpu().numpy())
-        hist.scalars.update({f"start_{k}": m0[k] for k in START_METRICS})
     if start == 0:  # pre-training: each GAN on its initial chunk, sigma = 0
+        if y is not None:  # first, the start the method is credited against
+            m0 = evaluate(y.cpu().numpy(), labels.cpu().numpy())
+            hist.scalars.update({f"start_{k}": m0[k] for k in START_METRICS})
         est = EStep(_one_hot_posterior(labels, K), sigma=0, batch=cfg.gan_batch, labels=labels)
         for _ in progress(range(cfg.pretrain_iters), desc="GANMM pretraining", verbose=verbose):
             pretrain_step(nets, (opt_g, opt_d, opt_c), est, Z, cfg, g)
