@@ -171,3 +171,107 @@ def test_chapter_n_is_notebook_0n_and_its_lemmas_and_headings_follow_the_book():
         bare = re.findall(r"(?<!poster's )Lemma \d+(?![.\d])", md)
         assert not bare, f"{path.name}: lemmas without their chapter: {bare}"
     assert stated and all(n in stated for _, n in cited), (stated, cited)
+
+
+# --- equations cited from code ------------------------------------------------------
+# A code comment cites an equation by the number the book prints beside it, "eq. (3.1)":
+# a label such as eq-dcan-kl is not visible on the page.  The book numbers the labelled
+# equations of a numbered chapter N as N.1, N.2, ... in the order they appear (those of
+# the unnumbered introduction 1, 2, ...).  This is that order as the comments were
+# written: adding, moving or removing a labelled equation fails here until the numbers
+# the code cites and this list are updated together.
+EQUATION_ORDER = {
+    "00_introduction": ["eq-contingency", "eq-acc", "eq-purity", "eq-ari", "eq-nmi",
+                        "eq-kmeans"],
+    "01_gmm_em": ["eq-mixture", "eq-loglik", "eq-decomposition", "eq-lognormal", "eq-estep",
+                  "eq-mstep", "eq-monotone", "eq-eps-estep", "eq-eps-inequality",
+                  "eq-dec-p", "eq-dec-target", "eq-dec-loss"],
+    "02_ganmm": ["eq-gan-value", "eq-optimal-d", "eq-wasserstein", "eq-ganmm-mixture",
+                 "eq-ganmm-classifier", "eq-ganmm-estep", "eq-ganmm-wgan"],
+    "03_dcan": ["eq-dcan-kl", "eq-dcan-jsd", "eq-dcan-value", "eq-dcan-lemma2",
+                "eq-dcan-encoder"],
+    "04_depict": ["eq-depict-softmax", "eq-depict-objective", "eq-depict-q", "eq-dec-q",
+                  "eq-depict-loss", "eq-acpic-walk", "eq-acpic-path"],
+    "05_clustergan": ["eq-wgan-gp", "eq-backprop-decoding", "eq-clustergan-prior",
+                      "eq-clustergan-ge", "eq-krestart"],
+    "06_vcami": ["eq-vc-ba", "eq-vc-mi-lingauss", "eq-vc-jsd-mi", "eq-vc-lmi", "eq-vc-iic",
+                 "eq-vc-iic-w", "eq-vc-gmm", "eq-vc-total"],
+}
+CITED = re.compile(r"\b[Ee]q\. \(?(\d+(?:\.\d+)?)\)?")
+
+
+def equation_labels(cells: list[dict]) -> list[str]:
+    """The labelled display equations of a notebook's markdown, in order: ```{math}
+    blocks with :label: and $$ ... $$ (label)."""
+    out = []
+    for c in cells:
+        if c["cell_type"] == "markdown":
+            found = re.findall(r"^:label:\s*(\S+)|^\$\$.*?\$\$\s*\((\S+)\)",
+                               "".join(c["source"]), flags=re.M | re.S)
+            out += [a or b for a, b in found]
+    return out
+
+
+def equation_numbers(notebooks: list[Path]) -> dict[str, tuple[str, str]]:
+    """The number the book prints for each labelled equation -> (notebook stem, label)."""
+    out = {}
+    for path in notebooks:
+        n = int(path.name[:2])
+        for i, label in enumerate(equation_labels(json.loads(path.read_text())["cells"]), 1):
+            out[f"{n}.{i}" if n else f"{i}"] = (path.stem, label)
+    return out
+
+
+def bad_equation_citations(notebooks: list[Path]) -> list[tuple[str, int, str]]:
+    """(notebook, cell, why) for each code cell that names an equation by its label, or
+    cites a number whose equation is neither defined nor referenced in the markdown
+    before that cell (nor defined in an earlier chapter)."""
+    numbers, bad = equation_numbers(notebooks), []
+    for path in notebooks:
+        cells = json.loads(path.read_text())["cells"]
+        seen = ""
+        for i, c in enumerate(cells):
+            text = "".join(c["source"])
+            if c["cell_type"] == "markdown":
+                seen += text
+                continue
+            if c["cell_type"] != "code":
+                continue
+            bad += [(path.name, i, f"label {m}") for m in re.findall(r"\beq-[a-z0-9-]+", text)]
+            for num in CITED.findall(text):
+                if num not in numbers:
+                    bad.append((path.name, i, f"eq. ({num}) does not exist"))
+                    continue
+                stem, label = numbers[num]
+                if stem < path.stem:  # an earlier chapter's equation
+                    continue
+                if stem != path.stem or label not in seen:
+                    bad.append((path.name, i, f"eq. ({num}) is {label}, not shown above"))
+    return bad
+
+
+def test_the_labelled_equations_are_in_the_order_the_code_cites():
+    chapters = [p for p in NOTEBOOKS if equation_labels(json.loads(p.read_text())["cells"])]
+    order = {p.stem: equation_labels(json.loads(p.read_text())["cells"]) for p in chapters}
+    assert order == EQUATION_ORDER
+
+
+def test_code_cites_equations_by_the_number_the_book_prints():
+    assert not bad_equation_citations(NOTEBOOKS)
+
+
+def test_the_citation_check_sees_a_label_and_a_number_that_moved(tmp_path):
+    md = {"cell_type": "markdown", "source": ["$$a=b$$ (eq-one)\n\n$$c=d$$ (eq-two)"]}
+    code = {"cell_type": "code", "source": ["x = 1  # eq. (3.2)"]}
+    nb = tmp_path / "03_x.ipynb"
+    nb.write_text(json.dumps({"cells": [md, code]}))
+    assert equation_labels([md]) == ["eq-one", "eq-two"]
+    assert not bad_equation_citations([nb])
+    # a third equation cited before the markdown that shows it
+    nb.write_text(json.dumps({"cells": [md, {**code, "source": ["# eq. (3.3)"]}]}))
+    assert bad_equation_citations([nb])[0][2] == "eq. (3.3) does not exist"
+    later = {"cell_type": "markdown", "source": ["$$e$$ (eq-three)"]}
+    nb.write_text(json.dumps({"cells": [md, {**code, "source": ["# eq. (3.3)"]}, later]}))
+    assert "not shown above" in bad_equation_citations([nb])[0][2]
+    nb.write_text(json.dumps({"cells": [md, {**code, "source": ["# see eq-one"]}]}))
+    assert bad_equation_citations([nb]) == [("03_x.ipynb", 1, "label eq-one")]
