@@ -251,8 +251,8 @@ def bad_equation_citations(notebooks: list[Path]) -> list[tuple[str, int, str]]:
 
 
 def test_the_labelled_equations_are_in_the_order_the_code_cites():
-    chapters = [p for p in NOTEBOOKS if equation_labels(json.loads(p.read_text())["cells"])]
-    order = {p.stem: equation_labels(json.loads(p.read_text())["cells"]) for p in chapters}
+    order = {p.stem: labels for p in NOTEBOOKS
+             if (labels := equation_labels(json.loads(p.read_text())["cells"]))}
     assert order == EQUATION_ORDER
 
 
