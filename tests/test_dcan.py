@@ -412,6 +412,28 @@ def test_the_target_is_refreshed_every_refresh_steps_minibatch_steps(monkeypatch
     assert calls == [False] + [True] * 4 + [True]  # first fit, 4 refreshes, the final fit
 
 
+def test_finetune_steps_count_the_discriminator_steps_the_loop_takes(monkeypatch):
+    """The step count the chapters quote is the one the loop runs: 70 images in batches
+    of 32 are 3 steps an epoch (the short last batch is kept), 9 in 3 epochs."""
+    import dcl_lib.methods.dcan as dcan
+
+    calls = []
+    orig = dcan.update_discriminator
+
+    def spy(*args, **kwargs):
+        calls.append(len(args[2]))
+        return orig(*args, **kwargs)
+
+    monkeypatch.setattr(dcan, "update_discriminator", spy)
+    x, _ = _images(70)
+    assert CFG.steps_per_epoch(70) == 3 and CFG.finetune_steps(70) == 9
+    train_dcan(x, _nets().ae, CFG, seed=0, verbose=False)
+    assert len(calls) == CFG.finetune_steps(70)
+    assert calls[:3] == [32, 32, 6]
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        CFG.steps_per_epoch(0)
+
+
 def test_train_dcan_seeds_its_own_draws():
     """The same seed gives the same run whatever torch's global generator held before
     (the discriminator's initialisation and dropout-free steps draw from it)."""

@@ -103,6 +103,17 @@ class DCANConfig(AutoencoderConfig):
                  "gmm_kmeans_start": 10},
     }
 
+    def steps_per_epoch(self, n: int) -> int:
+        """Minibatch steps in one fine-tuning epoch over ``n`` points (the last batch may be
+        short, none is dropped)."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        return math.ceil(n / self.finetune_batch)
+
+    def finetune_steps(self, n: int) -> int:
+        """Minibatch steps of the whole clustering phase over ``n`` points."""
+        return self.finetune_epochs * self.steps_per_epoch(n)
+
     def validate(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
@@ -453,7 +464,7 @@ def train_dcan(X: torch.Tensor, ae: MLPAutoencoder, cfg: DCANConfig, seed: int =
     state.attach({"dcan": nets}, {"discriminator": opt_d, "autoencoder": opt}, {"draws": g}, hist)
     saved = state.restore()
     start = saved.get("epoch", 0)
-    per_epoch = math.ceil(N / cfg.finetune_batch)
+    per_epoch = cfg.steps_per_epoch(N)
     if start:
         target = Target.from_dict({k[7:]: v for k, v in saved.items() if k.startswith("target_")},
                                   device, cfg.tau)
