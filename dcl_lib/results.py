@@ -567,9 +567,12 @@ def html_table(rows: list[dict[str, str]], columns=("method", "seeds", "acc", "n
 
 
 def plot_acc_vs_time(records: list[Record], ax=None, log_x: bool = True,
-                     dataset: str = "mnist", variants: bool = False):
-    """ACC against time on one ``dataset`` (the other records are left out: one colour
-    per method would otherwise mix datasets): each run that logs its ACC during training
+                     dataset: str = "mnist", variants: bool = False,
+                     splits: tuple[str, ...] = ("all", "train")):
+    """ACC against time on one ``dataset`` and the book's common protocol (the full
+    profile on ``all`` images, the quick one on a subset of ``train``: ``splits``); the
+    other records are left out, since one colour per method would otherwise mix data
+    sets (DEPICT's MNIST-test runs cluster 10,000 other images).  Each run that logs its ACC during training
     draws its curve (time since the run started), ending at its final ACC at its wall
     time (data loading and the final evaluation included: for DEPICT's pretrained variant
     that last point is k-means on the codes); a run that logs no curve is that one point.
@@ -582,7 +585,8 @@ def plot_acc_vs_time(records: list[Record], ax=None, log_x: bool = True,
 
     ax = ax or plt.subplots(figsize=(6.5, 3.6))[1]
     order = {m: k for k, m in enumerate(method_names())}
-    for r in (r for r in records if r.dataset == dataset and (variants or r.tag is None)):
+    for r in (r for r in records if r.dataset == dataset and r.data.get("split") in splits
+              and (variants or r.tag is None)):
         c = f"C{order.get(r.method, len(order)) % 10}"
         h = r.data.get("history") or {}
         cut = f" [{CUT}]" if r.data.get("stopped_at") is not None else ""

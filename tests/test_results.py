@@ -306,7 +306,7 @@ def test_rows_count_the_runs_that_shared_the_device(tmp_path):
 def test_a_seed_s_time_includes_a_cached_autoencoder_s_training(tmp_path):
     from dcl_lib.results import Record, plot_acc_vs_time, seconds_per_seed
     live = {"metrics": {"acc": 0.9, "autoencoder_seconds": 1200.0, "autoencoder_cached": 0.0},
-            "wall_time_s": 1500.0, "device": "cpu", "command": "c",
+            "wall_time_s": 1500.0, "device": "cpu", "command": "c", "split": "all",
             "history": {"seconds": [100.0], "acc": [0.8]}}
     hit = {**live, "metrics": {**live["metrics"], "autoencoder_cached": 1.0},
            "wall_time_s": 300.0}
@@ -335,7 +335,7 @@ def test_acc_vs_time_plots_one_dataset_only(tmp_path):
 
     from dcl_lib.results import Record, plot_acc_vs_time
     base = {"metrics": {"acc": 0.9}, "wall_time_s": 60.0, "device": "cpu (x86_64, 2 cores)",
-            "history": {"seconds": [10.0, 20.0], "acc": [0.5, 0.9]}}
+            "split": "all", "history": {"seconds": [10.0, 20.0], "acc": [0.5, 0.9]}}
     recs = [Record(tmp_path / "a.json", "vcami", "mnist", "full", 0, None, base),
             Record(tmp_path / "b.json", "vcami", "fashion-mnist", "full", 0, None,
                    {**base, "history": {"seconds": [10.0, 30.0], "acc": [0.3, 0.6]}})]
@@ -344,6 +344,11 @@ def test_acc_vs_time_plots_one_dataset_only(tmp_path):
     assert list(ax.get_lines()[0].get_xdata()) == [10.0, 20.0, 60.0]
     ax = plot_acc_vs_time(recs, dataset="fashion-mnist")
     assert [list(line.get_ydata()) for line in ax.get_lines()] == [[0.3, 0.6, 0.9]]
+    # another split of the same data set (MNIST-test) is another protocol: left out
+    test_split = Record(tmp_path / "t.json", "depict", "mnist", "paper", 0, None,
+                        {**base, "split": "test"})
+    assert len(plot_acc_vs_time(recs + [test_split]).get_lines()) == 1
+    assert len(plot_acc_vs_time([test_split], splits=("test",)).get_lines()) == 1
     # a tagged variant is drawn only when asked; a cut run says so in the legend
     recs.append(Record(tmp_path / "c.json", "vcami", "mnist", "full", 0, "wide",
                        {**base, "stopped_at": 3}))
