@@ -389,8 +389,10 @@ def test_kl_step_samples_the_code_with_its_standard_deviation():
         m, logvar = ref.code_logvar(x)
         eps = torch.randn(m.shape, generator=seeded_generator(3))
         z = m + torch.exp(0.5 * logvar) * eps
-    assert float(recon) == pytest.approx(float(F.binary_cross_entropy(ref.decode(z), x)), rel=1e-6)
-    assert float(cluster) == pytest.approx(float(kl_to_target(m, logvar, k, t).mean()), rel=1e-6)
+        want_recon = float(F.binary_cross_entropy(ref.decode(z), x))
+        want_cluster = float(kl_to_target(m, logvar, k, t).mean())
+    assert float(recon) == pytest.approx(want_recon, rel=1e-6)
+    assert float(cluster) == pytest.approx(want_cluster, rel=1e-6)
 
 
 def test_the_target_is_refreshed_every_refresh_steps_minibatch_steps(monkeypatch):
