@@ -69,7 +69,7 @@ def test_the_step_moves_the_encoder_and_the_centres_by_the_kl_gradient():
     loss = update_dec(ae.encoder, layer_a, torch.optim.SGD(params, lr=1.0), x, p)
     q = soft_assign(enc_b.encode(x), layer_b.mu)
     ref = (p * (p.log() - q.log())).sum(1).mean()
-    assert float(loss) == pytest.approx(float(ref), rel=1e-6)
+    assert float(loss) == pytest.approx(ref.item(), rel=1e-6)
     ref.backward()
     for a, b in zip(params, list(enc_b.encoder.parameters()) + list(layer_b.parameters())):
         assert b.grad is not None and float(b.grad.abs().sum()) > 0

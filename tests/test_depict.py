@@ -387,7 +387,7 @@ def test_the_defaults_of_the_targets_and_the_reconstruction():
                                           torch.rand(4, 3, generator=g), torch.rand(4, 3, generator=g))]
     loss = reconstruction_loss(clean, recon)
     ref = sum(w * ((r - c.detach()) ** 2).mean() for w, r, c in zip((1.0, 0.1, 0.1), recon, clean))
-    assert float(loss) == pytest.approx(float(ref), rel=1e-6)
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-6)
     loss.backward()
     assert clean[1].grad is None and clean[2].grad is None
     loss = reconstruction_loss(clean, recon, detach_targets=False)
