@@ -151,7 +151,7 @@ def test_draws_come_from_the_given_generator_alone():
     p1 = gradient_penalty(_Quadratic(), x, x + 1, torch.Generator().manual_seed(3))
     torch.manual_seed(6)
     p2 = gradient_penalty(_Quadratic(), x, x + 1, torch.Generator().manual_seed(3))
-    assert float(p1) == float(p2)
+    assert p1.item() == p2.item()
 
 
 class _Quadratic(torch.nn.Module):
